@@ -1,0 +1,105 @@
+"""The log file, in the format of the PHP job it replaces (Monolog's line).
+
+``[2025-01-26 10:00:01] whatsapp_queue.INFO: Message envoyé avec succès
+{"messageId":"wamid.X","recipient":"+225…"}``: local time, channel
+``whatsapp_queue``, the level, the message in French, then the context as
+compact JSON (left out when empty). Rotation by newsyslog or by hand is
+handled by reopening the file when its inode changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .phones import mask
+
+CHANNEL = "whatsapp_queue"
+logger = logging.getLogger(CHANNEL)
+
+
+class MonologFormatter(logging.Formatter):
+    """Formats records as Monolog lines; masks recipients if asked."""
+
+    def __init__(self, *, mask_recipients: bool = True) -> None:
+        super().__init__()
+        self.mask_recipients = mask_recipients
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        line = f"[{stamp}] {CHANNEL}.{record.levelname}: {record.getMessage()}"
+        context = self._context(record)
+        if context:
+            line += " " + json.dumps(context, ensure_ascii=False, separators=(",", ":"))
+        if record.exc_info:
+            line += " " + json.dumps(
+                {"exception": self.formatException(record.exc_info)},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+        return line
+
+    def _context(self, record: logging.LogRecord) -> dict[str, Any]:
+        context = dict(getattr(record, "context", None) or {})
+        recipient = context.get("recipient")
+        if self.mask_recipients and isinstance(recipient, str):
+            context["recipient"] = mask(recipient)
+        return context
+
+
+class RedactFilter(logging.Filter):
+    """Replaces a secret with ``***`` should it ever reach a log record."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secret and self.secret in record.getMessage():
+            record.msg = record.getMessage().replace(self.secret, "***")
+            record.args = None
+        context = getattr(record, "context", None)
+        if self.secret and context and self.secret in json.dumps(context):
+            record.context = {
+                key: str(value).replace(self.secret, "***")
+                for key, value in context.items()
+            }
+        return True
+
+
+def ctx(**context: Any) -> dict[str, Mapping[str, Any]]:
+    """Build the ``extra`` argument carrying a record's JSON context."""
+    return {"context": context}
+
+
+def setup(
+    log_path: Path,
+    *,
+    level: str = "INFO",
+    mask_recipients: bool = True,
+    secret: str = "",
+    echo: bool = False,
+) -> None:
+    """Send the channel's records to ``log_path`` (and stderr if ``echo``)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    formatter = MonologFormatter(mask_recipients=mask_recipients)
+    handlers: list[logging.Handler] = [
+        logging.handlers.WatchedFileHandler(log_path, encoding="utf-8")
+    ]
+    if echo:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(RedactFilter(secret))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

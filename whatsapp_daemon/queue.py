@@ -1,0 +1,461 @@
+"""The ``whatsapp_queue`` table in SQLite: schema, claims and outcomes.
+
+Every time is stored in UTC as ``YYYY-MM-DD HH:MM:SS`` (SQLite's own
+``datetime('now')`` format); the attempt log adds milliseconds. Every
+read-then-write transaction starts with ``BEGIN IMMEDIATE`` so that a
+concurrent writer (the PHP application) waits instead of failing with
+"database is locked", and no transaction is held across an HTTP call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from .models import NewMessage, QueuedMessage, Status
+
+BUSY_TIMEOUT = 10.0  # seconds a write waits for another writer
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+ATTEMPT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # trimmed to milliseconds
+ATTEMPT_LOG_DAYS = 2  # how long the attempt log keeps its lines
+
+# Columns the daemon needs, with their declarations. A table created by
+# another program gets the missing ones added; its extra columns are kept.
+COLUMNS: dict[str, str] = {
+    "recipient": "TEXT NOT NULL DEFAULT ''",
+    "message_type": "TEXT NOT NULL DEFAULT 'text'",
+    "body": "TEXT",
+    "template_name": "TEXT",
+    "template_language": "TEXT",
+    "template_params": "TEXT",
+    "batch_id": "TEXT",
+    "status": "TEXT NOT NULL DEFAULT 'pending'",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "scheduled_at": "TEXT",
+    "created_at": "TEXT",
+    "updated_at": "TEXT",
+    "claimed_by": "TEXT",
+    "lease_until": "TEXT",
+    "sending_since": "TEXT",
+    "last_attempt_at": "TEXT",
+    "sent_at": "TEXT",
+    "wamid": "TEXT",
+    "error_code": "INTEGER",
+    "error_message": "TEXT",
+    "error_details": "TEXT",
+}
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS whatsapp_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    message_type TEXT NOT NULL DEFAULT 'text',
+    body TEXT,
+    template_name TEXT,
+    template_language TEXT,
+    template_params TEXT,
+    batch_id TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    scheduled_at TEXT NOT NULL DEFAULT ({_NOW}),
+    created_at TEXT NOT NULL DEFAULT ({_NOW}),
+    updated_at TEXT NOT NULL DEFAULT ({_NOW}),
+    claimed_by TEXT,
+    lease_until TEXT,
+    sending_since TEXT,
+    last_attempt_at TEXT,
+    sent_at TEXT,
+    wamid TEXT,
+    error_code INTEGER,
+    error_message TEXT,
+    error_details TEXT
+);
+CREATE TABLE IF NOT EXISTS whatsapp_attempts (
+    attempted_at TEXT NOT NULL,
+    message_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS whatsapp_daemon_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+INDEXES = """
+CREATE INDEX IF NOT EXISTS whatsapp_queue_due
+    ON whatsapp_queue (status, scheduled_at);
+CREATE INDEX IF NOT EXISTS whatsapp_queue_batch ON whatsapp_queue (batch_id);
+CREATE INDEX IF NOT EXISTS whatsapp_attempts_at ON whatsapp_attempts (attempted_at);
+"""
+
+_CLAIMED = (
+    "id, recipient, message_type, body, template_name, template_language, "
+    "template_params, batch_id, attempts"
+)
+
+
+def fmt(moment: datetime) -> str:
+    """Format an aware datetime as the table's UTC text."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def fmt_attempt(moment: datetime) -> str:
+    """Format an aware datetime for the attempt log (milliseconds)."""
+    return moment.astimezone(UTC).strftime(ATTEMPT_FORMAT)[:-3]
+
+
+def parse(text: str) -> datetime:
+    """Read a time written by :func:`fmt` (or by SQLite) as an aware datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+class QueueDB:
+    """One SQLite connection to the queue; use it from a single thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path | str, *, migrate: bool = True) -> QueueDB:
+        """Open (creating the folder and file if needed) and migrate."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        db = cls(conn)
+        if migrate:
+            db.migrate()
+        return db
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """Run a block in one ``BEGIN IMMEDIATE`` transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        """Create the tables, or add the columns an older table lacks."""
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        with self.write() as conn:
+            _execute_all(conn, SCHEMA)
+            present = {
+                row["name"] for row in conn.execute("PRAGMA table_info(whatsapp_queue)")
+            }
+            for name, declaration in COLUMNS.items():
+                if name not in present:
+                    conn.execute(
+                        f"ALTER TABLE whatsapp_queue ADD COLUMN {name} {declaration}"
+                    )
+            _execute_all(conn, INDEXES)
+
+    # -- queueing -------------------------------------------------------
+
+    def enqueue(self, messages: Iterable[NewMessage], now: datetime) -> list[int]:
+        """Insert messages in one transaction; return their ids."""
+        stamp = fmt(now)
+        ids: list[int] = []
+        with self.write() as conn:
+            for message in messages:
+                cursor = conn.execute(
+                    "INSERT INTO whatsapp_queue (recipient, message_type, body,"
+                    " template_name, template_language, template_params, batch_id,"
+                    " status, scheduled_at, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    (
+                        message.recipient,
+                        message.message_type.value,
+                        message.body,
+                        message.template_name,
+                        message.template_language,
+                        _params_json(message.template_params),
+                        message.batch_id,
+                        message.scheduled_at or stamp,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    # -- the send cycle ------------------------------------------------
+
+    def claim(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[QueuedMessage]:
+        """Take up to ``limit`` due messages for ``owner``, oldest first.
+
+        A message is due when pending and its time has come, or when a
+        previous claim's lease ran out without an attempt in flight.
+        """
+        stamp = fmt(now)
+        with self.write() as conn:
+            rows = conn.execute(
+                "UPDATE whatsapp_queue SET status = 'processing', claimed_by = ?,"
+                " lease_until = ?, updated_at = ?"
+                " WHERE id IN (SELECT id FROM whatsapp_queue"
+                "   WHERE (status = 'pending' AND coalesce(scheduled_at, '') <= ?)"
+                "      OR (status = 'processing' AND lease_until < ?"
+                "          AND sending_since IS NULL)"
+                "   ORDER BY scheduled_at, id LIMIT ?)"
+                f" RETURNING {_CLAIMED}",
+                (owner, fmt(now + lease), stamp, stamp, stamp, limit),
+            ).fetchall()
+        claimed = [QueuedMessage(**dict(row)) for row in rows]
+        return sorted(claimed, key=lambda message: message.id)
+
+    def begin_attempt(self, message_id: int, now: datetime) -> int:
+        """Record an HTTP attempt about to start; return the attempt number."""
+        stamp = fmt(now)
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO whatsapp_attempts (attempted_at, message_id)"
+                " VALUES (?, ?)",
+                (fmt_attempt(now), message_id),
+            )
+            row = conn.execute(
+                "UPDATE whatsapp_queue SET attempts = attempts + 1,"
+                " sending_since = ?, last_attempt_at = ?, updated_at = ?"
+                " WHERE id = ? RETURNING attempts",
+                (stamp, stamp, stamp, message_id),
+            ).fetchone()
+        return int(row["attempts"])
+
+    def end_attempt(self, message_id: int, *, refund: bool, now: datetime) -> None:
+        """Close an attempt that will be retried; ``refund`` gives it back."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE whatsapp_queue SET sending_since = NULL, updated_at = ?,"
+                " attempts = attempts - ? WHERE id = ?",
+                (fmt(now), 1 if refund else 0, message_id),
+            )
+
+    def mark_sent(self, message_id: int, wamid: str, now: datetime) -> None:
+        stamp = fmt(now)
+        self._finish(
+            message_id,
+            "status = 'sent', wamid = ?, sent_at = ?, error_code = NULL,"
+            " error_message = NULL, error_details = NULL",
+            (wamid, stamp),
+            now,
+        )
+
+    def mark_failed(
+        self,
+        message_id: int,
+        reason: str,
+        now: datetime,
+        *,
+        code: int | None = None,
+        details: str | None = None,
+    ) -> None:
+        self._finish(
+            message_id,
+            "status = 'failed', error_code = ?, error_message = ?, error_details = ?",
+            (code, reason, details),
+            now,
+        )
+
+    def mark_unknown(self, message_id: int, reason: str, now: datetime) -> None:
+        self._finish(
+            message_id,
+            "status = 'unknown', error_message = ?",
+            (reason,),
+            now,
+        )
+
+    def release(self, message_id: int, now: datetime, *, refund: bool = False) -> None:
+        """Put a claimed message back to pending (``refund``: its last attempt)."""
+        self._finish(
+            message_id,
+            "status = 'pending', attempts = attempts - ?",
+            (1 if refund else 0,),
+            now,
+        )
+
+    def _finish(
+        self, message_id: int, assignments: str, params: tuple[Any, ...], now: datetime
+    ) -> None:
+        with self.write() as conn:
+            conn.execute(
+                f"UPDATE whatsapp_queue SET {assignments}, claimed_by = NULL,"
+                " lease_until = NULL, sending_since = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (*params, fmt(now), message_id),
+            )
+
+    def recover(self, now: datetime, owner: str | None = None) -> tuple[int, int]:
+        """Settle messages left ``processing`` (by ``owner``, or by anyone).
+
+        A claimed message with no attempt in flight goes back to pending; one
+        whose request was under way becomes ``unknown``, since Meta may have
+        accepted it. Returns (back to pending, unknown).
+        """
+        where = "status = 'processing'" + (" AND claimed_by = ?" if owner else "")
+        args: tuple[Any, ...] = (owner,) if owner else ()
+        stamp = fmt(now)
+        reason = "envoi interrompu : résultat inconnu, à vérifier avant de renvoyer"
+        with self.write() as conn:
+            pending = conn.execute(
+                "UPDATE whatsapp_queue SET status = 'pending', claimed_by = NULL,"
+                " lease_until = NULL, updated_at = ?"
+                f" WHERE {where} AND sending_since IS NULL",
+                (stamp, *args),
+            ).rowcount
+            unknown = conn.execute(
+                "UPDATE whatsapp_queue SET status = 'unknown', claimed_by = NULL,"
+                " lease_until = NULL, sending_since = NULL, error_message = ?,"
+                f" updated_at = ? WHERE {where} AND sending_since IS NOT NULL",
+                (reason, stamp, *args),
+            ).rowcount
+        return pending, unknown
+
+    # -- reading --------------------------------------------------------
+
+    def attempt_times(self, since: datetime) -> list[datetime]:
+        """Return the times of HTTP attempts made since ``since``, oldest first."""
+        rows = self.conn.execute(
+            "SELECT attempted_at FROM whatsapp_attempts WHERE attempted_at >= ?"
+            " ORDER BY attempted_at",
+            (fmt_attempt(since),),
+        )
+        return [parse(row[0]) for row in rows]
+
+    def has_due(self, now: datetime) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM whatsapp_queue WHERE status = 'pending'"
+            " AND coalesce(scheduled_at, '') <= ? LIMIT 1",
+            (fmt(now),),
+        ).fetchone()
+        return row is not None
+
+    def count_due(self, now: datetime) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) FROM whatsapp_queue WHERE status = 'pending'"
+            " AND coalesce(scheduled_at, '') <= ?",
+            (fmt(now),),
+        ).fetchone()
+        return int(row[0])
+
+    def get(self, message_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM whatsapp_queue WHERE id = ?", (message_id,)
+        ).fetchone()
+        return dict(row) if row else None
+
+    # -- maintenance -------------------------------------------------------
+
+    def cleanup(self, now: datetime, retention_days: int) -> int:
+        """Delete finished messages older than the retention; return how many."""
+        cutoff = fmt(now - timedelta(days=retention_days))
+        attempts_cutoff = fmt_attempt(now - timedelta(days=ATTEMPT_LOG_DAYS))
+        with self.write() as conn:
+            deleted = conn.execute(
+                "DELETE FROM whatsapp_queue WHERE status IN ('sent', 'failed')"
+                " AND updated_at < ?",
+                (cutoff,),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM whatsapp_attempts WHERE attempted_at < ?",
+                (attempts_cutoff,),
+            )
+        return deleted
+
+    def get_state(self, key: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT value FROM whatsapp_daemon_state WHERE key = ?", (key,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def set_state(self, key: str, value: str | None, now: datetime) -> None:
+        """Store (or with ``None`` remove) one value of the daemon's state."""
+        with self.write() as conn:
+            if value is None:
+                conn.execute("DELETE FROM whatsapp_daemon_state WHERE key = ?", (key,))
+                return
+            conn.execute(
+                "INSERT INTO whatsapp_daemon_state (key, value, updated_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, fmt(now)),
+            )
+
+    def settle(self, message_id: int, status: Status, now: datetime) -> None:
+        """Set a message's status by hand; back to pending means a fresh start."""
+        attempts = 0 if status is Status.PENDING else None
+        self._finish(
+            message_id,
+            "status = ?, attempts = coalesce(?, attempts)",
+            (status.value, attempts),
+            now,
+        )
+
+
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    """Run each statement of ``script`` inside the current transaction.
+
+    ``executescript`` would commit first, breaking the migration's atomicity.
+    """
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _params_json(params: tuple[str, ...]) -> str | None:
+    return json.dumps(list(params), ensure_ascii=False) if params else None
+
+
+class AsyncQueue:
+    """Runs :class:`QueueDB` methods on one thread that owns the connection.
+
+    Every call is shielded: once started, a write completes even if the
+    awaiting task is cancelled, so an outcome is never half-recorded.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="whatsapp-sqlite")
+        self._db: QueueDB | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(self._executor, QueueDB.open, self._path)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def call(
+        self,
+        method: Callable[Concatenate[QueueDB, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``method(db, *args, **kwargs)`` on the database thread."""
+        if self._db is None:
+            raise RuntimeError("AsyncQueue.open() was not awaited")
+        loop = asyncio.get_running_loop()
+        job = functools.partial(method, self._db, *args, **kwargs)
+        return await asyncio.shield(loop.run_in_executor(self._executor, job))

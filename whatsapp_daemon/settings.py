@@ -1,0 +1,144 @@
+"""Settings, read from ``.env`` and the environment (prefix ``WHATSAPP_``).
+
+Environment variables win over ``.env``. Keys of ``.env`` without the prefix
+(the PHP application's own settings) are ignored and never echoed. Relative
+paths are resolved against the working directory, which launchd sets to the
+project root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_PREFIX = "WHATSAPP_"
+ENV_FILE = ".env"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# The fix suggested for each kind of validation error, keyed by pydantic type.
+_FIXES = {
+    "int_parsing": "write a whole number",
+    "float_parsing": "write a number",
+    "bool_parsing": "write true or false",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than_equal": "use a smaller value",
+    "literal_error": "use one of the allowed values",
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon; ``.env.example`` documents each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    access_token: SecretStr | None = None
+    phone_number_id: str | None = None
+    api_version: str = "v23.0"
+    api_base_url: str = "https://graph.facebook.com"
+
+    rate_per_minute: int = Field(default=100, gt=0, le=100_000)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    poll_interval: float = Field(default=60.0, gt=0)  # seconds
+    batch_size: int = Field(default=100, gt=0, le=10_000)
+    concurrency: int = Field(default=10, gt=0, le=200)
+    http_timeout: float = Field(default=30.0, gt=0)  # seconds, per request
+    retry_base_delay: float = Field(default=2.0, ge=0)  # seconds
+    retry_max_delay: float = Field(default=60.0, ge=0)  # seconds
+    shutdown_grace: float = Field(default=20.0, ge=0)  # seconds
+    lease_seconds: int = Field(default=600, gt=0)  # a claim's lifetime
+
+    lock_path: Path = Path("/tmp/whatsapp_queue_processor.lock")
+    database_path: Path = Path("var/database.sqlite")
+    log_path: Path = Path("var/logs/whatsapp_queue.log")
+    log_level: LogLevel = "INFO"
+    mask_recipients: bool = True
+    retention_days: int = Field(default=30, gt=0)
+    default_region: str = "CI"
+
+    @field_validator("api_version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        if not (value.startswith("v") and value[1:].replace(".", "").isdigit()):
+            raise ValueError("must look like v23.0")
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for the sandbox)")
+        return value.rstrip("/")
+
+    @field_validator("default_region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if len(value) != 2 or not value.isalpha():
+            raise ValueError("must be a two-letter country code such as CI")
+        return value.upper()
+
+    def require_sending(self) -> None:
+        """Raise ConfigError unless the keys needed to send are set."""
+        for name in ("access_token", "phone_number_id"):
+            if not getattr(self, name):
+                key = env_key(name)
+                raise ConfigError(
+                    f"{key} is missing; set it in .env (see .env.example)"
+                )
+
+    @property
+    def messages_url(self) -> str:
+        """The Graph API endpoint that sends messages."""
+        return f"{self.api_base_url}/{self.api_version}/{self.phone_number_id}/messages"
+
+
+def env_key(field: str) -> str:
+    """Return the environment variable that sets ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(env_file: Path | str | None = ENV_FILE) -> Settings:
+    """Read the settings, turning a validation error into a one-line ConfigError."""
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings init arg
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, env_file)) from None
+
+
+def _describe(exc: ValidationError, env_file: Path | str | None) -> str:
+    """Name the first bad key, its value (never a secret) and the fix."""
+    error = exc.errors(include_url=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    key = env_key(field)
+    value = "" if field == "access_token" else _raw_value(field, env_file)
+    shown = f', got "{value}"' if value else ""
+    reason = error["msg"].removeprefix("Value error, ")
+    fix = _FIXES.get(error["type"], "correct it")
+    return f"{key} is invalid ({reason}){shown}; {fix} in .env or the environment"
+
+
+def _raw_value(field: str, env_file: Path | str | None) -> str:
+    """Find the raw text given for ``field`` in the environment or ``.env``."""
+    key = env_key(field)
+    if key in os.environ:
+        return os.environ[key]
+    if env_file is None or not Path(env_file).is_file():
+        return ""
+    for name, value in dotenv_values(env_file).items():
+        if name.upper() == key and value is not None:
+            return value
+    return ""
