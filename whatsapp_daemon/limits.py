@@ -66,14 +66,16 @@ class SendGate:
 
     def __init__(
         self,
-        rate_per_minute: int,
+        rate: int,
         *,
+        period: float = WINDOW,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.rate = rate_per_minute
-        self.window = RateWindow(rate_per_minute)
-        self._pacer = AsyncLimiter(1, WINDOW / rate_per_minute)
+        """Allow ``rate`` attempts per ``period`` seconds (tests shrink it)."""
+        self.rate = rate
+        self.window = RateWindow(rate, period + WINDOW_MARGIN * period / WINDOW)
+        self._pacer = AsyncLimiter(1, period / rate)
         self._turn = asyncio.Lock()
         self._clock = clock
         self._sleep = sleep

@@ -1,0 +1,54 @@
+# whatsapp_daemon — the targets an operator and a developer need.
+# `make demo` and `make test` create the virtual environment themselves.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+LABEL := com.whatsapp-daemon
+AGENT_DIR ?= $(HOME)/Library/LaunchAgents
+AGENT := $(AGENT_DIR)/$(LABEL).plist
+
+.PHONY: install demo run test lint status install-agent load unload bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed  ## create .venv and install the daemon with its tools
+	mkdir -p var/logs
+
+demo: install  ## drain the example campaign through the local sandbox API
+	$(BIN)/python examples/demo.py
+
+run: install  ## run the daemon in this terminal (Ctrl-C stops it cleanly)
+	$(BIN)/whatsapp-daemon run
+
+test: install  ## the whole test suite
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff format --check whatsapp_daemon tests examples bench
+	$(BIN)/ruff check whatsapp_daemon tests examples bench
+	$(BIN)/mypy whatsapp_daemon
+
+status: install  ## the queue and the daemon at a glance
+	@$(BIN)/whatsapp-daemon status
+
+install-agent: install  ## write the LaunchAgent for this checkout
+	mkdir -p var/logs "$(AGENT_DIR)"
+	$(BIN)/whatsapp-daemon plist --project-dir "$(CURDIR)" --python "$(CURDIR)/$(BIN)/python" > "$(AGENT)"
+	@echo "wrote $(AGENT); now: make load"
+
+load:  ## start the agent (and at every login)
+	launchctl load -w "$(AGENT)"
+
+unload:  ## stop the agent (SIGTERM: sends in flight finish first)
+	launchctl unload -w "$(AGENT)"
+
+bench: install
+	$(BIN)/python bench/limiter_burst.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache var/demo var/logs/demo
