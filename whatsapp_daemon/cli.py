@@ -19,6 +19,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from . import api, importer, launchd, logs, status
+from .daemon import Daemon, LockLostError
 from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
 from .models import Status
@@ -156,15 +157,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, lock: InstanceLock, *, wait: bool) -> int:
-    from .daemon import Daemon
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if not await _take_lock(lock, stop, wait=wait):
         return Exit.OK if stop.is_set() else Exit.RUNNING
-    await Daemon(settings, lock).run(stop)
+    try:
+        await Daemon(settings, lock).run(stop)
+    except LockLostError as exc:
+        return _fail(str(exc), Exit.RUNNING)
+    except Exception:
+        logs.logger.exception("Arrêt sur erreur inattendue")
+        raise
     return Exit.OK
 
 

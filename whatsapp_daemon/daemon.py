@@ -74,6 +74,7 @@ class Daemon:
         self.owner = f"pid:{os.getpid()}"
         self.queue = AsyncQueue(settings.database_path)
         self.halt: _Halt | None = None
+        self._chores: set[asyncio.Task[None]] = set()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -261,7 +262,10 @@ class Daemon:
             reason,
             extra=ctx(code=error.code, fbtraceId=error.fbtrace_id),
         )
-        asyncio.get_running_loop().create_task(self._store_halt())
+        # Keep a reference: the loop holds tasks only weakly.
+        task = asyncio.get_running_loop().create_task(self._store_halt())
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     async def _store_halt(self) -> None:
         value = (
