@@ -139,7 +139,7 @@ class Daemon:
 
     async def _cycle(self, context: SendContext, stop: asyncio.Event) -> None:
         if self.halt is not None:
-            self._resume_if_token_changed(context)
+            await self._resume_if_token_changed(context)
         await self._cleanup_if_due()
         if self.halt is None:
             await self._drain(context, stop)
@@ -273,7 +273,7 @@ class Daemon:
         )
         await self.queue.call(QueueDB.set_state, HALT_KEY, value, self.now())
 
-    def _resume_if_token_changed(self, context: SendContext) -> None:
+    async def _resume_if_token_changed(self, context: SendContext) -> None:
         """Reread ``.env``; a new access token lifts the stop."""
         try:
             fresh = load_settings(self.env_file)
@@ -286,9 +286,11 @@ class Daemon:
             old is not None and new.get_secret_value() == old.get_secret_value()
         ):
             return
-        self.settings = fresh
+        # Only the token is taken from the new file; other changes need a restart.
+        self.settings = self.settings.model_copy(update={"access_token": new})
         self.graph.set_token(new.get_secret_value())
         self.halt = None
+        await self._store_halt()
         context.gate.reopen()
         logger.info("Nouveau jeton d'accès détecté, reprise des envois")
 
