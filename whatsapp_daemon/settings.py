@@ -117,6 +117,11 @@ def load_settings(env_file: Path | str | None = ENV_FILE) -> Settings:
         return Settings(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings init arg
     except ValidationError as exc:
         raise ConfigError(_describe(exc, env_file)) from None
+    except UnicodeDecodeError as exc:  # e.g. a .env saved in Latin-1
+        raise ConfigError(
+            f"{env_file} is not UTF-8 text (bad byte at offset {exc.start});"
+            " save it as UTF-8"
+        ) from None
 
 
 def _describe(exc: ValidationError, env_file: Path | str | None) -> str:
@@ -125,6 +130,9 @@ def _describe(exc: ValidationError, env_file: Path | str | None) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     key = env_key(field)
     value = "" if field == "access_token" else _raw_value(field, env_file)
+    token = _raw_value("access_token", env_file).strip()
+    if token and token in value:  # the token pasted under another key
+        value = value.replace(token, "***")
     shown = f', got "{value}"' if value else ""
     reason = error["msg"].removeprefix("Value error, ")
     fix = _FIXES.get(error["type"], "correct it")
