@@ -25,11 +25,16 @@ logger = logging.getLogger(CHANNEL)
 
 
 class MonologFormatter(logging.Formatter):
-    """Formats records as Monolog lines; masks recipients if asked."""
+    """Formats records as Monolog lines; masks recipients if asked.
 
-    def __init__(self, *, mask_recipients: bool = True) -> None:
+    ``secret`` is replaced with ``***`` in the finished line, so that it is
+    hidden even inside an exception's traceback.
+    """
+
+    def __init__(self, *, mask_recipients: bool = True, secret: str = "") -> None:
         super().__init__()
         self.mask_recipients = mask_recipients
+        self.secret = secret
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
@@ -43,7 +48,7 @@ class MonologFormatter(logging.Formatter):
                 ensure_ascii=False,
                 separators=(",", ":"),
             )
-        return line
+        return line.replace(self.secret, "***") if self.secret else line
 
     def _context(self, record: logging.LogRecord) -> dict[str, Any]:
         context = dict(getattr(record, "context", None) or {})
@@ -88,7 +93,7 @@ def setup(
 ) -> None:
     """Send the channel's records to ``log_path`` (and stderr if ``echo``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    formatter = MonologFormatter(mask_recipients=mask_recipients)
+    formatter = MonologFormatter(mask_recipients=mask_recipients, secret=secret)
     handlers: list[logging.Handler] = [
         logging.handlers.WatchedFileHandler(log_path, encoding="utf-8")
     ]

@@ -69,7 +69,9 @@ def _parse(compact: str, region: str) -> phonenumbers.PhoneNumber:
 
 def _why_invalid(number: phonenumbers.PhoneNumber, region: str) -> str:
     """Explain why a parsed number is not valid."""
-    national = str(number.national_number)
+    # The significant number keeps the leading zero that Ivorian numbers
+    # have had since 2021 (``national_number`` drops it).
+    national = phonenumbers.national_significant_number(number)
     if number.country_code == 225 and len(national) == 8:
         return "ancien numéro à 8 chiffres (avant 2021)"
     if number.country_code == 225 and len(national) == 9 and region == "CI":

@@ -157,6 +157,8 @@ def _refunded(context: SendContext, exc: GraphAPIError) -> bool:
     if action is Action.THROTTLE:
         context.gate.pause(exc.retry_after or THROTTLE_PAUSE)
     elif action is Action.STOP:
+        # Close the gate at once so that no other message is attempted.
+        context.gate.close(explain(exc))
         context.on_stop(exc)
     return action in (Action.THROTTLE, Action.STOP)
 
@@ -189,7 +191,9 @@ class _Wait(wait_base):
     """
 
     def __init__(self, base: float, maximum: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=base, max=maximum, jitter=base)
+        self._backoff = wait_exponential_jitter(
+            multiplier=base, max=maximum, jitter=base
+        )
 
     def __call__(self, retry_state: RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
