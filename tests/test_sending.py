@@ -403,7 +403,7 @@ async def test_read_timeout_marks_row_unknown_and_never_resends_it(
 
 
 BAD_ROWS = {
-    "recipient 123": ({"recipient": "123", "body": "Bonjour"}, "numéro invalide"),
+    "recipient 123": ({"recipient": "123", "body": "Bonjour"}, "trop court"),
     "empty body": ({"recipient": B, "body": "  "}, "texte vide"),
     "unknown type": (
         {"recipient": C, "message_type": "video", "body": "x"},

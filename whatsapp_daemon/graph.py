@@ -19,7 +19,12 @@ CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 USER_AGENT = "whatsapp-daemon"
 
 # Failures that happen before the request can have reached Meta.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.LocalProtocolError,
+)
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:

@@ -58,26 +58,6 @@ class MonologFormatter(logging.Formatter):
         return context
 
 
-class RedactFilter(logging.Filter):
-    """Replaces a secret with ``***`` should it ever reach a log record."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secret and self.secret in record.getMessage():
-            record.msg = record.getMessage().replace(self.secret, "***")
-            record.args = None
-        context = getattr(record, "context", None)
-        if self.secret and context and self.secret in json.dumps(context):
-            record.context = {
-                key: str(value).replace(self.secret, "***")
-                for key, value in context.items()
-            }
-        return True
-
-
 def ctx(**context: Any) -> dict[str, Mapping[str, Any]]:
     """Build the ``extra`` argument carrying a record's JSON context."""
     return {"context": context}
@@ -104,7 +84,6 @@ def setup(
         handler.close()
     for handler in handlers:
         handler.setFormatter(formatter)
-        handler.addFilter(RedactFilter(secret))
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -74,6 +74,10 @@ def _why_invalid(number: phonenumbers.PhoneNumber, region: str) -> str:
     national = phonenumbers.national_significant_number(number)
     if number.country_code == 225 and len(national) == 8:
         return "ancien numéro à 8 chiffres (avant 2021)"
-    if number.country_code == 225 and len(national) == 9 and region == "CI":
-        return "9 chiffres : zéro initial perdu (tableur ?)"
+    if number.country_code == 225 and len(national) == 9 and national[0] != "0":
+        return "9 chiffres sans le 0 initial : zéro perdu par un tableur ?"
+    if number.country_code == 225 and len(national) < 10:
+        return f"trop court ({len(national)} chiffres au lieu de 10)"
+    if number.country_code == 225 and len(national) > 10:
+        return f"trop long ({len(national)} chiffres au lieu de 10)"
     return "numéro invalide"

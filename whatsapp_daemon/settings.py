@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=30, gt=0)
     default_region: str = "CI"
 
+    @field_validator("access_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if any(char.isspace() or not char.isprintable() for char in token):
+            raise ValueError("contains spaces or line breaks; paste the token again")
+        return SecretStr(token) if token else None
+
     @field_validator("api_version")
     @classmethod
     def _check_version(cls, value: str) -> str:
