@@ -14,21 +14,11 @@ from collections.abc import Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
 
-from whatsapp_daemon.limits import SendGate
+from whatsapp_daemon.limits import SendGate, busiest_window
 
 RATE = 100  # requests allowed per period
 PERIOD = 2.0  # seconds standing in for the 60-second minute
 RUN = 3 * PERIOD  # seconds of continuous demand
-
-
-def busiest_window(times: list[float], period: float) -> int:
-    """Return the most events that fall in any span of ``period`` seconds."""
-    best, start = 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= period:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def drive(acquire: Callable[[], Awaitable[object]]) -> list[float]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,22 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
         env[f"WHATSAPP_{name.upper()}"] = str(value)
     env.update(extra)
     return env
+
+
+async def until(
+    probe: Callable[[], Any], timeout: float = 10.0, what: str = "a condition"
+) -> Any:
+    """Poll ``probe`` (sync or async) until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 PYTHON = sys.executable

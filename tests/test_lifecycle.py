@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -23,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PHONE_NUMBER_ID, TOKEN, Sandbox, StartSandbox, daemon_env
+from conftest import (
+    PHONE_NUMBER_ID,
+    TOKEN,
+    Sandbox,
+    StartSandbox,
+    daemon_env,
+    until,
+)
 
 from whatsapp_daemon.api import WhatsAppQueue, text_message
 from whatsapp_daemon.cli import Exit
@@ -39,22 +45,6 @@ PROXY_VARS = re.compile(r"(?i)^(http|https|all|no)_proxy$")
 
 
 # -- helpers ----------------------------------------------------------------
-
-
-async def until(
-    probe: Callable[[], Any], timeout: float = 10.0, what: str = "a condition"
-) -> Any:
-    """Poll ``probe`` (sync or async) until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def clean_env(env: dict[str, str]) -> dict[str, str]:

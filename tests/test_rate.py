@@ -27,24 +27,13 @@ from test_sending import (
 )
 
 from whatsapp_daemon import sender
-from whatsapp_daemon.limits import RateWindow, SendGate
+from whatsapp_daemon.limits import RateWindow, SendGate, busiest_window
 from whatsapp_daemon.queue import QueueDB, fmt_attempt
 from whatsapp_daemon.settings import Settings
 
 # Timer slack: asyncio and aiolimiter measure time on the loop's monotonic
 # clock, the gate returns wall-clock times; the two may disagree by a hair.
 SLACK = 0.005  # seconds
-
-
-def most_in_any_span(times: list[float], span: float) -> int:
-    """Return the largest number of ``times`` inside one half-open span."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 # -- the gate on its own ---------------------------------------------------------
@@ -56,7 +45,7 @@ async def test_gate_never_lets_more_than_rate_through_in_one_period() -> None:
 
     times = await asyncio.gather(*(gate.acquire() for _ in range(60)))
 
-    assert most_in_any_span(times, 1.0) <= 20
+    assert busiest_window(times, 1.0) <= 20
     ordered = sorted(times)
     gaps = [later - earlier for earlier, later in itertools.pairwise(ordered)]
     assert min(gaps) >= 1.0 / 20 - SLACK
@@ -73,7 +62,7 @@ async def test_aiolimiter_alone_lets_a_burst_of_nearly_twice_the_rate() -> None:
 
     times = await asyncio.gather(*(timed() for _ in range(45)))
 
-    burst = most_in_any_span(times, 1.0)
+    burst = busiest_window(times, 1.0)
     assert burst > 20
     assert burst >= 35  # 20 at once, then one more every 50 ms
 

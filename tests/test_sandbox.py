@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from whatsapp_daemon.limits import busiest_window
 from whatsapp_daemon.sandbox import (
     SandboxConfig,
-    _max_in_window,
     load_script,
     main,
     start,
@@ -353,8 +353,8 @@ def test_busiest_minute_is_found_over_a_sliding_window() -> None:
     """The busiest 60 s span is found wherever it starts, end excluded."""
     times = [200.0, 0.0, 10.0, 59.9, 60.0, 61.0]
 
-    assert _max_in_window(times, 60.0) == 4
-    assert _max_in_window([], 60.0) == 0
+    assert busiest_window(times, 60.0) == 4
+    assert busiest_window([], 60.0) == 0
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.org"])

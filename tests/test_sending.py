@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, StartSandbox, daemon_env
+from conftest import TOKEN, StartSandbox, daemon_env, until
 
 from whatsapp_daemon import logs, sender, status
 from whatsapp_daemon.api import WhatsAppQueue, template_message, text_message
@@ -39,22 +37,6 @@ LOG_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] whatsapp_queue\.(\w+): (.+)$"
 
 
 # -- helpers shared with test_rate, test_queue and test_logs ------------------
-
-
-async def until(
-    probe: Callable[[], Any], timeout: float = 10.0, what: str = "a condition"
-) -> Any:
-    """Poll ``probe`` (sync or async) until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class DaemonRun:

@@ -26,6 +26,17 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def busiest_window(times: Iterable[float], span: float) -> int:
+    """Return the most ``times`` that fall inside one span ``[t, t + span)``."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= span:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 class SendingStopped(Exception):
     """The gate is closed: the daemon is stopping or sending is halted."""
 

@@ -49,6 +49,8 @@ from typing import Any, Literal, NamedTuple, NoReturn
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .limits import busiest_window
+
 DEFAULT_HOST = "127.0.0.1"  # loopback only: the sandbox is never exposed
 DEFAULT_PORT = 8799  # TCP port the CLI listens on unless --port says otherwise
 DEFAULT_VERSION = "v23.0"  # facebook-api-version header when the path has none
@@ -399,17 +401,6 @@ def _body_problem(body: Any) -> str | None:
     return None
 
 
-def _max_in_window(times: Sequence[float], window: float) -> int:
-    """Return the most ``times`` inside any half-open span [t, t + window)."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 class _Sandbox:
     """The state behind one app: script progress, throughput and the log."""
 
@@ -454,7 +445,7 @@ class _Sandbox:
             "total": len(self.records),
             "accepted": sum(r.http_status == 200 for r in self.records),
             "by_code": dict(sorted(codes.items())),
-            "max_in_any_60s": _max_in_window(
+            "max_in_any_60s": busiest_window(
                 [r.at for r in self.records], STATS_WINDOW
             ),
         }
