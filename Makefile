@@ -11,6 +11,11 @@ AGENT := $(AGENT_DIR)/$(LABEL).plist
 .PHONY: install demo run test lint status install-agent load unload bench clean
 
 $(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "whatsapp_daemon needs Python 3.11 or later; $(PYTHON) is older."; \
+	    echo "Install it (e.g. brew install python@3.11), then: make clean; make PYTHON=python3.11 ..."; exit 1; }
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	  echo "rebuilding $(VENV): it was made with a Python older than 3.11"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

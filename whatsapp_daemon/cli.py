@@ -43,6 +43,11 @@ class Exit(IntEnum):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        # The sandbox parses its own options (argparse's REMAINDER would
+        # refuse those that come first).
+        return _sandbox(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
@@ -125,13 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     plist.add_argument("--project-dir", type=Path, default=Path.cwd())
     plist.set_defaults(handler=_plist)
 
-    sandbox = commands.add_parser(
+    commands.add_parser(
         "sandbox",
         help="serve a local imitation of the Graph API (loopback only)",
         add_help=False,
     )
-    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
-    sandbox.set_defaults(handler=_sandbox)
     return parser
 
 
@@ -299,7 +302,7 @@ def _plist(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def _sandbox(args: argparse.Namespace) -> int:
+def _sandbox(argv: list[str]) -> int:
     try:
         from . import sandbox
     except ModuleNotFoundError as exc:
@@ -307,4 +310,4 @@ def _sandbox(args: argparse.Namespace) -> int:
             f"the sandbox needs {exc.name}; install it with"
             " pip install 'whatsapp-daemon[sandbox]'"
         ) from None
-    return sandbox.main(args.sandbox_args)
+    return sandbox.main(argv)

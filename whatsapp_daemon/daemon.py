@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .sender import Outcome, SendContext
 from .settings import Settings, load_settings
 
 CLEANUP_EVERY = timedelta(days=1)
+LOCK_CHECK_EVERY = 1.0  # seconds between two checks that the lock is ours
 HALT_KEY = "halt"  # state key: why sending is stopped (JSON), if it is
 HEARTBEAT_KEY = "heartbeat"  # state key: the daemon's PID and last cycle
 CLEANUP_KEY = "last_cleanup"  # state key: when old messages were last removed
@@ -75,6 +77,7 @@ class Daemon:
         self.queue = AsyncQueue(settings.database_path)
         self.halt: _Halt | None = None
         self._chores: set[asyncio.Task[None]] = set()
+        self.lock_lost = False
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -126,16 +129,40 @@ class Daemon:
         return context
 
     async def _serve(self, context: SendContext, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(self._watch_lock(context, stop))
+        try:
+            while not stop.is_set():
+                started = self.clock()
+                try:
+                    await self._cycle(context, stop)
+                except Exception:
+                    # A broken database or a bug must not kill the service:
+                    # log it and try again at the next poll.
+                    logger.exception("Erreur pendant le traitement de la queue")
+                await _wait(
+                    stop, self.settings.poll_interval - (self.clock() - started)
+                )
+        finally:
+            watcher.cancel()
+        if self.lock_lost:
+            raise LockLostError(
+                f"the lock {self.lock.path} was taken by another process"
+            )
+
+    async def _watch_lock(self, context: SendContext, stop: asyncio.Event) -> None:
+        """Check the lock file every second; if it was lost, stop sending.
+
+        Someone deleting the lock file lets a second daemon start; this one
+        must then stop at once, not at the end of a batch.
+        """
         while not stop.is_set():
-            started = self.clock()
-            self._check_lock()
-            try:
-                await self._cycle(context, stop)
-            except Exception:
-                # A broken database or a bug must not kill the service:
-                # log it and try again at the next poll.
-                logger.exception("Erreur pendant le traitement de la queue")
-            await _wait(stop, self.settings.poll_interval - (self.clock() - started))
+            if not self.lock.still_ours():
+                logger.critical("Verrou perdu : une autre instance l'a pris, arrêt")
+                self.lock_lost = True
+                context.gate.close("verrou perdu")
+                stop.set()
+                return
+            await _wait(stop, LOCK_CHECK_EVERY)
 
     async def _cycle(self, context: SendContext, stop: asyncio.Event) -> None:
         if self.halt is not None:
@@ -145,18 +172,13 @@ class Daemon:
             await self._drain(context, stop)
         await self._heartbeat()
 
-    def _check_lock(self) -> None:
-        if not self.lock.still_ours():
-            logger.critical("Verrou perdu : une autre instance l'a pris, arrêt")
-            raise LockLostError(
-                f"the lock {self.lock.path} was taken by another process"
-            )
-
     # -- draining ----------------------------------------------------------
 
     async def _drain(self, context: SendContext, stop: asyncio.Event) -> None:
         """Claim and send batches until nothing is due or we must stop."""
         while not stop.is_set() and self.halt is None:
+            await self._settle_leftovers()
+            await self._heartbeat()
             waiting = await self.queue.call(QueueDB.count_due, self.now())
             if not waiting:
                 logger.debug("Aucun message en attente")
@@ -210,13 +232,35 @@ class Daemon:
             stopper.cancel()
         return _report(tasks)
 
+    async def _settle_leftovers(self) -> None:
+        """Settle rows of ours still ``processing`` after a database error.
+
+        If the database stayed locked while an outcome was being written, the
+        row is still claimed: back to pending if no request had left, else
+        ``unknown`` (Meta may have accepted it). Never ``failed``.
+        """
+        released, unknown = await self.queue.call(
+            QueueDB.recover, self.now(), self.owner
+        )
+        if released or unknown:
+            logger.warning(
+                "Messages repris après une erreur",
+                extra=ctx(requeued=released, unknown=unknown),
+            )
+
     async def _internal_error(self, message: QueuedMessage, exc: Exception) -> Outcome:
-        """A bug met on one row fails that row, never the daemon."""
+        """A bug met on one row fails that row, never the daemon.
+
+        A database error is not the row's fault: the row is left claimed and
+        settled by :meth:`_settle_leftovers` once the database answers.
+        """
         logger.error(
             "Erreur interne sur un message",
             exc_info=exc,
             extra=ctx(id=message.id),
         )
+        if isinstance(exc, sqlite3.Error):
+            return Outcome.RELEASED
         reason = f"erreur interne : {type(exc).__name__}: {exc}"
         await self.queue.call(QueueDB.mark_failed, message.id, reason, self.now())
         return Outcome.FAILED

@@ -24,6 +24,7 @@ WINDOW_MARGIN = 0.5
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+Prepare = Callable[[float], Awaitable[object]]
 
 
 def busiest_window(times: Iterable[float], span: float) -> int:
@@ -109,10 +110,14 @@ class SendGate:
     def reopen(self) -> None:
         self.closed_reason = None
 
-    async def acquire(self) -> float:
+    async def acquire(self, prepare: Prepare | None = None) -> float:
         """Wait for a turn and return its wall-clock time, already recorded.
 
-        Raises SendingStopped if the gate is or becomes closed meanwhile.
+        ``prepare(time)`` runs before the turn is handed to the next caller
+        (the daemon writes the attempt to the database there), and the window
+        records the time it ends: a slow write cannot let attempts pile up
+        and leave together. Raises SendingStopped if the gate is or becomes
+        closed meanwhile.
         """
         async with self._turn:
             await self._pacer.acquire()
@@ -122,6 +127,9 @@ class SendGate:
                 now = self._clock()
                 wait = max(self._paused_until - now, self.window.delay(now))
                 if wait <= 0:
-                    self.window.record(now)
-                    return now
+                    break
                 await self._sleep(min(wait, 1.0))
+            if prepare is not None:
+                await prepare(now)
+            self.window.record(max(now, self._clock()))
+            return now

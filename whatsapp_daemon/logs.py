@@ -38,7 +38,10 @@ class MonologFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        line = f"[{stamp}] {CHANNEL}.{record.levelname}: {record.getMessage()}"
+        # One record, one line: a line break in a message (a bad row's
+        # content, say) must not forge a second log line.
+        message = " ".join(record.getMessage().splitlines())
+        line = f"[{stamp}] {CHANNEL}.{record.levelname}: {message}"
         context = self._context(record)
         if context:
             line += " " + json.dumps(context, ensure_ascii=False, separators=(",", ":"))

@@ -18,7 +18,8 @@ def build(message: QueuedMessage, region: str) -> dict[str, Any]:
     The row's id travels in ``biz_opaque_callback_data`` so that Meta's
     status notifications can be matched to the row.
     """
-    recipient = phones.normalize(message.recipient, region)
+    recipient = phones.normalize(str(message.recipient or ""), region)
+    _check_encoding(message)
     payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -36,8 +37,17 @@ def build(message: QueuedMessage, region: str) -> dict[str, Any]:
     return payload
 
 
+def _check_encoding(message: QueuedMessage) -> None:
+    """Refuse text that was not stored as UTF-8 (read with U+FFFD)."""
+    for value in (message.body, message.template_params, message.template_name):
+        if isinstance(value, str) and "\ufffd" in value:
+            raise InvalidMessageError(
+                "texte mal encodé (pas en UTF-8) : corriger la ligne et la renvoyer"
+            )
+
+
 def _text(message: QueuedMessage) -> dict[str, Any]:
-    body = (message.body or "").strip()
+    body = str(message.body or "").strip()
     if not body:
         raise InvalidMessageError("texte vide (colonne body)")
     if len(body) > TEXT_LIMIT:

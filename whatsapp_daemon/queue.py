@@ -22,7 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .models import NewMessage, QueuedMessage, Status
 
-BUSY_TIMEOUT = 10.0  # seconds a write waits for another writer
+BUSY_TIMEOUT = 60.0  # seconds a write waits for another writer (PHP's PDO default)
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ATTEMPT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # trimmed to milliseconds
 ATTEMPT_LOG_DAYS = 2  # how long the attempt log keeps its lines
@@ -52,6 +52,10 @@ COLUMNS: dict[str, str] = {
     "error_message": "TEXT",
     "error_details": "TEXT",
 }
+
+# A pending message is due once its time has come. Times written with a
+# "T" (ISO 8601, as PHP's date('c') does) compare like SQLite's own format.
+DUE = "replace(coalesce(scheduled_at, ''), 'T', ' ') <= ?"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -102,8 +106,9 @@ CREATE INDEX IF NOT EXISTS whatsapp_attempts_at ON whatsapp_attempts (attempted_
 """
 
 _CLAIMED = (
-    "id, recipient, message_type, body, template_name, template_language, "
-    "template_params, batch_id, attempts"
+    "id, coalesce(recipient, '') AS recipient, message_type, body, template_name,"
+    " template_language, template_params, batch_id,"
+    " max(0, coalesce(CAST(attempts AS INTEGER), 0)) AS attempts"
 )
 
 
@@ -134,6 +139,10 @@ class QueueDB:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        # Text another program stored in another encoding must not stop the
+        # queue: it reads with U+FFFD in place of bad bytes, and the sender
+        # refuses such a message.
+        conn.text_factory = _decode
         db = cls(conn)
         if migrate:
             db.migrate()
@@ -213,7 +222,7 @@ class QueueDB:
                 "UPDATE whatsapp_queue SET status = 'processing', claimed_by = ?,"
                 " lease_until = ?, updated_at = ?"
                 " WHERE id IN (SELECT id FROM whatsapp_queue"
-                "   WHERE (status = 'pending' AND coalesce(scheduled_at, '') <= ?)"
+                "   WHERE (status = 'pending' AND " + DUE + ")"
                 "      OR (status = 'processing' AND lease_until < ?"
                 "          AND sending_since IS NULL)"
                 "   ORDER BY scheduled_at, id LIMIT ?)"
@@ -343,7 +352,7 @@ class QueueDB:
     def has_due(self, now: datetime) -> bool:
         row = self.conn.execute(
             "SELECT 1 FROM whatsapp_queue WHERE status = 'pending'"
-            " AND coalesce(scheduled_at, '') <= ? LIMIT 1",
+            " AND " + DUE + " LIMIT 1",
             (fmt(now),),
         ).fetchone()
         return row is not None
@@ -351,7 +360,7 @@ class QueueDB:
     def count_due(self, now: datetime) -> int:
         row = self.conn.execute(
             "SELECT count(*) FROM whatsapp_queue WHERE status = 'pending'"
-            " AND coalesce(scheduled_at, '') <= ?",
+            " AND " + DUE,
             (fmt(now),),
         ).fetchone()
         return int(row[0])
@@ -408,6 +417,10 @@ class QueueDB:
             (status.value, attempts),
             now,
         )
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _execute_all(conn: sqlite3.Connection, script: str) -> None:

@@ -85,7 +85,7 @@ async def send(context: SendContext, message: QueuedMessage) -> Outcome:
         payload = payloads.build(message, context.region)
     except InvalidMessageError as exc:
         return await _fail(context, message, str(exc))
-    tally = _Tally(budget=context.max_attempts - message.attempts)
+    tally = _Tally(budget=context.max_attempts - max(0, message.attempts))
     if tally.budget <= 0:
         return await _fail(context, message, "tentatives épuisées")
     try:
@@ -133,11 +133,15 @@ async def _attempt(
     tally: _Tally,
 ) -> str:
     """Make one HTTP attempt, counted in the database before it leaves."""
-    at = await context.gate.acquire()
-    context.in_flight.add(message.id)
-    try:
+
+    async def record(at: float) -> None:
+        # In flight from here on: a stop now lets this attempt finish.
+        context.in_flight.add(message.id)
         moment = datetime.fromtimestamp(at, UTC)
         await context.queue.call(QueueDB.begin_attempt, message.id, moment)
+
+    try:
+        await context.gate.acquire(record)
         return await context.graph.send(payload)
     except GraphAPIError as exc:
         await _close_attempt(context, message, tally, refund=_refunded(context, exc))

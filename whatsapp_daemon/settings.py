@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import phonenumbers
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,7 +60,8 @@ class Settings(BaseSettings):
     http_timeout: float = Field(default=30.0, gt=0)  # seconds, per request
     retry_base_delay: float = Field(default=2.0, ge=0)  # seconds
     retry_max_delay: float = Field(default=60.0, ge=0)  # seconds
-    shutdown_grace: float = Field(default=20.0, ge=0)  # seconds
+    # Seconds; below the LaunchAgent's ExitTimeOut (30) so launchd never kills us.
+    shutdown_grace: float = Field(default=20.0, ge=0, le=25)
     lease_seconds: int = Field(default=600, gt=0)  # a claim's lifetime
 
     lock_path: Path = Path("/tmp/whatsapp_queue_processor.lock")
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
         token = value.get_secret_value().strip()
         if any(char.isspace() or not char.isprintable() for char in token):
             raise ValueError("contains spaces or line breaks; paste the token again")
+        if not token.isascii():
+            raise ValueError(
+                "contains accented or non-ASCII characters; paste it again"
+            )
         return SecretStr(token) if token else None
 
     @field_validator("api_version")
@@ -97,7 +103,7 @@ class Settings(BaseSettings):
     @field_validator("default_region")
     @classmethod
     def _check_region(cls, value: str) -> str:
-        if len(value) != 2 or not value.isalpha():
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError("must be a two-letter country code such as CI")
         return value.upper()
 

@@ -10,10 +10,11 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from .errors import ConfigError
 from .limits import WINDOW
 from .lock import holder_pid, is_locked
 from .models import Status
-from .queue import QueueDB, fmt, fmt_attempt, parse
+from .queue import DUE, QueueDB, fmt, fmt_attempt, parse
 from .settings import Settings
 
 HALT_KEY = "halt"
@@ -23,6 +24,11 @@ HEARTBEAT_KEY = "heartbeat"
 def gather(settings: Settings, now: datetime) -> dict[str, Any]:
     """Collect the status as plain data (what ``--json`` prints)."""
     running = is_locked(settings.lock_path)
+    if not settings.database_path.exists():
+        raise ConfigError(
+            f"WHATSAPP_DATABASE_PATH: {settings.database_path} does not exist;"
+            " check the path (the daemon creates it when it first runs)"
+        )
     db = QueueDB.open(settings.database_path)
     try:
         return {
@@ -74,7 +80,7 @@ def _batches(db: QueueDB) -> list[dict[str, Any]]:
 def _oldest_due(db: QueueDB, now: datetime) -> dict[str, Any] | None:
     row = db.conn.execute(
         "SELECT id, scheduled_at FROM whatsapp_queue WHERE status = 'pending'"
-        " AND coalesce(scheduled_at, '') <= ? ORDER BY scheduled_at, id LIMIT 1",
+        " AND " + DUE + " ORDER BY scheduled_at, id LIMIT 1",
         (fmt(now),),
     ).fetchone()
     if row is None:
