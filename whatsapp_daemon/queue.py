@@ -411,10 +411,12 @@ class QueueDB:
     def settle(self, message_id: int, status: Status, now: datetime) -> None:
         """Set a message's status by hand; back to pending means a fresh start."""
         attempts = 0 if status is Status.PENDING else None
+        sent_at = fmt(now) if status is Status.SENT else None
         self._finish(
             message_id,
-            "status = ?, attempts = coalesce(?, attempts)",
-            (status.value, attempts),
+            "status = ?, attempts = coalesce(?, attempts),"
+            " sent_at = coalesce(?, sent_at)",
+            (status.value, attempts, sent_at),
             now,
         )
 
