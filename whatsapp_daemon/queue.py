@@ -359,8 +359,7 @@ class QueueDB:
 
     def count_due(self, now: datetime) -> int:
         row = self.conn.execute(
-            "SELECT count(*) FROM whatsapp_queue WHERE status = 'pending'"
-            " AND " + DUE,
+            "SELECT count(*) FROM whatsapp_queue WHERE status = 'pending' AND " + DUE,
             (fmt(now),),
         ).fetchone()
         return int(row[0])
