@@ -18,7 +18,7 @@ from whatsapp_daemon import sandbox
 from whatsapp_daemon.queue import QueueDB
 from whatsapp_daemon.settings import Settings
 
-TOKEN = "EAAtest0token0for0the0test0suite0only0000"  # made up, never valid
+TOKEN = "EAA-test-token-for-the-test-suite-only-00"  # made up, never valid
 PHONE_NUMBER_ID = "106540352242922"
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "http_timeout": 5.0,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init arg
+        # pydantic-settings takes _env_file at init; mypy sees only the fields.
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
 
@@ -101,7 +102,8 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
         if value is None:
             continue
         if name == "access_token":
-            value = settings.access_token.get_secret_value()  # type: ignore[union-attr]  # checked above
+            token = settings.access_token
+            value = token.get_secret_value() if token else ""
         env[f"WHATSAPP_{name.upper()}"] = str(value)
     env.update(extra)
     return env

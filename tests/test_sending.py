@@ -31,7 +31,7 @@ from whatsapp_daemon.settings import Settings
 
 A, B, C = "+2250701020304", "+2250501020305", "+2250102030406"
 D, E = "+2250701020307", "+2250501020308"
-NEW_TOKEN = "EAAnew0token0after0renewal0000000000000"  # made up, never valid
+NEW_TOKEN = "EAA-new-token-after-renewal-000000000000"  # made up, never valid
 FINISHED = ("sent", "failed", "unknown")
 LOG_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] whatsapp_queue\.(\w+): (.+)$"
 

@@ -8,7 +8,6 @@ that never left this machine, is given back.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -278,13 +277,3 @@ def _log_retry(
 
 def _recipient(message: QueuedMessage, payload: dict[str, Any]) -> str:
     return "+" + str(payload.get("to", message.recipient)).lstrip("+")
-
-
-async def cancel_quietly(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it, swallowing its cancellation."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]  # checked just before
-            raise
