@@ -29,15 +29,12 @@ from .lock import InstanceLock
 from .logs import ctx
 from .models import CycleReport, QueuedMessage
 from .outcomes import explain
-from .queue import AsyncQueue, QueueDB
+from .queue import CLEANUP_KEY, HALT_KEY, HEARTBEAT_KEY, AsyncQueue, QueueDB
 from .sender import Outcome, SendContext
 from .settings import Settings, load_settings
 
 CLEANUP_EVERY = timedelta(days=1)
 LOCK_CHECK_EVERY = 1.0  # seconds between two checks that the lock is ours
-HALT_KEY = "halt"  # state key: why sending is stopped (JSON), if it is
-HEARTBEAT_KEY = "heartbeat"  # state key: the daemon's PID and last cycle
-CLEANUP_KEY = "last_cleanup"  # state key: when old messages were last removed
 
 logger = logging.getLogger("whatsapp_queue")
 
@@ -296,7 +293,10 @@ class Daemon:
     # -- account-level stop ------------------------------------------------
 
     def _stop_sending(self, error: GraphAPIError) -> None:
-        """Close the gate after a token or account error; keep messages pending."""
+        """Record a stop after a token or account error; messages stay pending.
+
+        The sender has already closed the gate, so no other attempt leaves.
+        """
         if self.halt is not None:
             return
         reason = explain(error)
@@ -368,8 +368,6 @@ def _report(tasks: dict[asyncio.Task[Outcome], int]) -> CycleReport:
         report.processed += outcome in (Outcome.SENT, Outcome.FAILED, Outcome.UNKNOWN)
         report.success += outcome is Outcome.SENT
         report.failed += outcome is Outcome.FAILED
-        report.unknown += outcome is Outcome.UNKNOWN
-        report.released += outcome in (None, Outcome.RELEASED)
     return report
 
 

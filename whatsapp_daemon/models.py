@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -56,9 +56,6 @@ class QueuedMessage:
 class CycleReport:
     """What one drain cycle did, for its summary log line."""
 
-    processed: int = 0
+    processed: int = 0  # sent, failed or of unknown outcome
     success: int = 0
     failed: int = 0
-    released: int = 0
-    unknown: int = 0
-    codes: dict[int, int] = field(default_factory=dict)

@@ -27,6 +27,11 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ATTEMPT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # trimmed to milliseconds
 ATTEMPT_LOG_DAYS = 2  # how long the attempt log keeps its lines
 
+# Keys of whatsapp_daemon_state, written by the daemon, read by the status.
+HALT_KEY = "halt"  # why sending is stopped (JSON), while it is
+HEARTBEAT_KEY = "heartbeat"  # the daemon's PID and the time of its last cycle
+CLEANUP_KEY = "last_cleanup"  # when old messages were last removed
+
 # Columns the daemon needs, with their declarations. A table created by
 # another program gets the missing ones added; its extra columns are kept.
 COLUMNS: dict[str, str] = {

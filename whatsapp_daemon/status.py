@@ -14,11 +14,8 @@ from .errors import ConfigError
 from .limits import WINDOW
 from .lock import holder_pid, is_locked
 from .models import Status
-from .queue import DUE, QueueDB, fmt, fmt_attempt, parse
+from .queue import DUE, HALT_KEY, HEARTBEAT_KEY, QueueDB, fmt, fmt_attempt, parse
 from .settings import Settings
-
-HALT_KEY = "halt"
-HEARTBEAT_KEY = "heartbeat"
 
 
 def gather(settings: Settings, now: datetime) -> dict[str, Any]:
