@@ -44,6 +44,8 @@ def main() -> int:
         BATCH,
         "--template-file",
         str(EXAMPLES / "template.json"),
+        "--convert-old-numbers",
+        "--skip-rejected",
         summary=True,
     )
     sandbox, port = _start_sandbox(env)

@@ -14,11 +14,16 @@ from pathlib import Path
 from . import payloads, phones
 from .errors import InvalidMessageError
 from .models import MessageType, NewMessage
-from .queue import QueueDB
+from .queue import QueueDB, fmt
 
 
 def text_message(
-    to: str, body: str, *, batch_id: str | None = None, region: str = "CI"
+    to: str,
+    body: str,
+    *,
+    batch_id: str | None = None,
+    region: str | None = "CI",
+    at: datetime | None = None,
 ) -> NewMessage:
     """Validate a free-form text message; raise InvalidMessageError if bad."""
     recipient = _recipient(to, region)
@@ -29,7 +34,13 @@ def text_message(
             f"text: {len(body)} characters, more than Meta's {payloads.TEXT_LIMIT};"
             " shorten it"
         )
-    return NewMessage(recipient, MessageType.TEXT, body=body, batch_id=batch_id)
+    return NewMessage(
+        recipient,
+        MessageType.TEXT,
+        body=body,
+        batch_id=batch_id,
+        scheduled_at=fmt(at) if at else None,
+    )
 
 
 def template_message(
@@ -39,7 +50,8 @@ def template_message(
     params: Sequence[str] = (),
     *,
     batch_id: str | None = None,
-    region: str = "CI",
+    region: str | None = "CI",
+    at: datetime | None = None,
 ) -> NewMessage:
     """Validate a message using an approved template and its body parameters."""
     recipient = _recipient(to, region)
@@ -59,10 +71,11 @@ def template_message(
         template_language=language.strip(),
         template_params=tuple(params),
         batch_id=batch_id,
+        scheduled_at=fmt(at) if at else None,
     )
 
 
-def _recipient(to: str, region: str) -> str:
+def _recipient(to: str, region: str | None) -> str:
     try:
         return phones.normalize(to, region)
     except InvalidMessageError as exc:
@@ -74,7 +87,7 @@ def _recipient(to: str, region: str) -> str:
 class WhatsAppQueue:
     """The queue table, for programs that add messages to it."""
 
-    def __init__(self, path: Path | str, *, region: str = "CI") -> None:
+    def __init__(self, path: Path | str, *, region: str | None = "CI") -> None:
         self.path = Path(path)
         self.region = region
 

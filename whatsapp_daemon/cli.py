@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
-from . import api, importer, launchd, logs, status
+from . import api, batches, importer, launchd, logs, scheduling, status
 from .daemon import Daemon, LockLostError
 from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
@@ -39,6 +39,7 @@ class Exit(IntEnum):
     DATABASE = 74  # the database cannot be opened or written
     RUNNING = 75  # another instance holds the lock
     CONFIG = 78  # a setting is missing or invalid
+    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (128 + SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"already running: {exc}; nothing was sent", Exit.RUNNING)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"database or file error: {exc}", Exit.DATABASE)
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing was changed", Exit.INTERRUPTED)
 
 
 def _fail(message: str, code: Exit) -> int:
@@ -92,21 +95,66 @@ def _parser() -> argparse.ArgumentParser:
         "--param", action="append", default=[], help="template body parameter, in order"
     )
     enqueue.add_argument("--batch", help="batch id to file the message under")
+    enqueue.add_argument(
+        "--at", help='send time, e.g. "2026-12-24 08:00" (WHATSAPP_TIMEZONE)'
+    )
     enqueue.set_defaults(handler=_enqueue)
 
-    imp = commands.add_parser("import", help="queue a campaign from a CSV file")
-    imp.add_argument("file", type=Path)
-    imp.add_argument("--batch", required=True, help="batch id for the campaign")
+    imp = commands.add_parser(
+        "import", help="queue a campaign from a CSV or .xlsx file"
+    )
+    imp.add_argument("file", type=Path, help="a .csv, .txt or .xlsx file")
+    imp.add_argument("--batch", required=True, help="batch id, e.g. noel-2026")
     imp.add_argument("--template-file", type=Path, help="JSON: name, language, params")
     imp.add_argument("--template", help="approved template name")
     imp.add_argument("--language", default="fr", help="template language code")
-    imp.add_argument("--param", action="append", default=[], help="column for {{n}}")
+    imp.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        help="column holding {{1}}, then {{2}}, ... (repeat, in order)",
+    )
     imp.add_argument("--text", help="free-form text with {column} placeholders")
+    imp.add_argument("--phone-column", help="column holding the numbers")
+    imp.add_argument(
+        "--encoding", help="file encoding if not detected (utf-8, cp1252, mac_roman)"
+    )
+    imp.add_argument(
+        "--convert-old-numbers",
+        action="store_true",
+        help="convert old 8-digit Ivorian numbers to 10 digits (2021 rule)",
+    )
+    imp.add_argument(
+        "--skip-rejected",
+        action="store_true",
+        help="queue the valid lines even if some are rejected",
+    )
+    imp.add_argument(
+        "--at", help='send time, e.g. "2026-12-24 08:00" (WHATSAPP_TIMEZONE)'
+    )
+    imp.add_argument(
+        "--report", type=Path, help="CSV of rejected lines (default: var/imports/)"
+    )
     imp.add_argument(
         "--dry-run", action="store_true", help="report only, queue nothing"
     )
     imp.add_argument("--append", action="store_true", help="add to an existing batch")
     imp.set_defaults(handler=_import)
+
+    batch = commands.add_parser("batch", help="list, pause, resume or cancel batches")
+    actions = batch.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every batch with its counts")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_batch_list)
+    for name, about in (
+        ("pause", "hold the batch's pending messages"),
+        ("resume", "send a paused batch again"),
+        ("cancel", "cancel the batch's pending messages (others are kept)"),
+        ("requeue-failed", "queue the batch's failed messages again"),
+    ):
+        action = actions.add_parser(name, help=about)
+        action.add_argument("batch_id", metavar="BATCH")
+        action.set_defaults(handler=_batch_change, change=name)
 
     st = commands.add_parser("status", help="show the queue and the daemon")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -203,9 +251,12 @@ async def _take_lock(lock: InstanceLock, stop: asyncio.Event, *, wait: bool) -> 
 def _enqueue(args: argparse.Namespace) -> int:
     settings = load_settings()
     region = settings.default_region
+    at = _send_time(args.at, settings)
+    if args.batch is not None:
+        batches.check_batch_id(args.batch)
     if args.text is not None:
         message = api.text_message(
-            args.to, args.text, batch_id=args.batch, region=region
+            args.to, args.text, batch_id=args.batch, region=region, at=at
         )
     else:
         message = api.template_message(
@@ -215,23 +266,42 @@ def _enqueue(args: argparse.Namespace) -> int:
             args.param,
             batch_id=args.batch,
             region=region,
+            at=at,
         )
     [row_id] = api.WhatsAppQueue(settings.database_path, region=region).add([message])
-    print(f"queued message {row_id} for {message.recipient}")
+    when = f", to send at {scheduling.describe(at, settings.zone)}" if at else ""
+    print(f"queued message {row_id} for {message.recipient}{when}")
     return Exit.OK
+
+
+def _send_time(text: str | None, settings: Settings) -> datetime | None:
+    if text is None:
+        return None
+    return scheduling.parse_at(text, settings.zone, datetime.now(UTC))
 
 
 def _campaign(args: argparse.Namespace) -> importer.Campaign:
     if args.template_file:
-        spec = json.loads(args.template_file.read_text(encoding="utf-8"))
-        return importer.Campaign(
-            template_name=spec["name"],
-            language=spec.get("language", "fr"),
-            param_columns=tuple(spec.get("params", [])),
-        )
+        try:
+            spec = json.loads(args.template_file.read_text(encoding="utf-8"))
+            return importer.Campaign(
+                template_name=spec["name"],
+                language=spec.get("language", "fr"),
+                param_columns=tuple(spec.get("params", [])),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidMessageError(
+                f"--template-file {args.template_file}: {exc}; it needs a JSON"
+                ' object such as {"name": "rappel", "language": "fr",'
+                ' "params": ["nom"]}'
+            ) from None
     if args.template:
         return importer.Campaign(args.template, args.language, tuple(args.param))
     if args.text:
+        if args.param:
+            raise InvalidMessageError(
+                "--param goes with --template; with --text, write {column} in the text"
+            )
         return importer.Campaign(text=args.text)
     raise InvalidMessageError(
         "give --template NAME, --template-file FILE or --text TEXT"
@@ -241,6 +311,23 @@ def _campaign(args: argparse.Namespace) -> importer.Campaign:
 def _import(args: argparse.Namespace) -> int:
     settings = load_settings()
     campaign = _campaign(args)
+    now = datetime.now(UTC)
+    options = importer.Options(
+        phone_column=args.phone_column,
+        encoding=args.encoding,
+        region=settings.default_region,
+        convert_old=args.convert_old_numbers,
+        skip_rejected=args.skip_rejected,
+        dry_run=args.dry_run,
+        append=args.append,
+        scheduled_at=_send_time(args.at, settings),
+    )
+    details = args.report or importer.default_details_path(
+        settings.database_path.parent / "imports", args.batch, now
+    )
+    _log_to_file(settings)
+    # SIGTERM interrupts like Ctrl-C, so that a half-done import is removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     db = QueueDB.open(settings.database_path)
     try:
         report = importer.import_file(
@@ -248,17 +335,118 @@ def _import(args: argparse.Namespace) -> int:
             args.file,
             campaign,
             batch_id=args.batch,
-            region=settings.default_region,
-            dry_run=args.dry_run,
-            append=args.append,
+            options=options,
+            details_path=details,
         )
+    except importer.ImportRefused as refused:
+        for line in refused.report.lines():
+            print(line)
+        raise
     finally:
         db.close()
     for line in report.lines():
         print(line)
-    verb = "would queue" if args.dry_run else "queued"
-    print(f"{verb} {len(report.messages)} messages in batch {args.batch}")
+    if options.scheduled_at:
+        print(f"to send at {scheduling.describe(options.scheduled_at, settings.zone)}")
+    if args.dry_run:
+        print(f"dry run: would queue {report.queued} messages in batch {args.batch}")
+        return Exit.OK
+    logs.logger.info(
+        "Import d'une campagne",
+        extra=logs.ctx(
+            batch=args.batch,
+            file=str(args.file),
+            queued=report.queued,
+            duplicates=report.duplicates,
+            rejected=report.rejected,
+        ),
+    )
+    print(f"queued {report.queued} messages in batch {args.batch}")
     return Exit.OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# -- batches ----------------------------------------------------------------
+
+
+def _batch_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    db = _existing_db(settings)
+    try:
+        summaries = batches.list_batches(db)
+    finally:
+        db.close()
+    if args.json:
+        data = [batches.describe(s) for s in summaries]
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return Exit.OK
+    if not summaries:
+        print("no batch")
+        return Exit.OK
+    print(
+        f"{'batch':<24} {'state':<10}{'total':>8}{'pending':>9}{'sent':>8}"
+        f"{'failed':>8}{'other':>7}  next due (UTC)"
+    )
+    for s in summaries:
+        pending = s.counts.get("pending", 0) + s.counts.get("processing", 0)
+        sent = s.counts.get("sent", 0)
+        failed = s.counts.get("failed", 0)
+        other = s.total - pending - sent - failed
+        state = "importing" if s.importing else s.state
+        print(
+            f"{s.batch_id[:24]:<24} {state:<10}{s.total:>8}{pending:>9}{sent:>8}"
+            f"{failed:>8}{other:>7}  {s.next_due or '-'}"
+        )
+    return Exit.OK
+
+
+_CHANGES = {
+    "pause": (batches.pause, "Lot mis en pause", "paused: {n} pending messages held"),
+    "resume": (batches.resume, "Lot repris", "resumed: {n} messages pending"),
+    "cancel": (batches.cancel, "Lot annulé", "cancelled: {n} pending messages"),
+    "requeue-failed": (
+        batches.requeue_failed,
+        "Messages en échec remis en file",
+        "requeued: {n} failed messages",
+    ),
+}
+
+
+def _batch_change(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    change, log_line, done = _CHANGES[args.change]
+    db = _existing_db(settings)
+    try:
+        count = change(db, args.batch_id, datetime.now(UTC))
+    finally:
+        db.close()
+    _log_to_file(settings)
+    logs.logger.info(log_line, extra=logs.ctx(batch=args.batch_id, count=count))
+    print(f"batch {args.batch_id} {done.format(n=count)}")
+    return Exit.OK
+
+
+def _existing_db(settings: Settings) -> QueueDB:
+    if not settings.database_path.exists():
+        raise ConfigError(
+            f"WHATSAPP_DATABASE_PATH: {settings.database_path} does not exist;"
+            " check the path"
+        )
+    return QueueDB.open(settings.database_path)
+
+
+def _log_to_file(settings: Settings) -> None:
+    """Log this command's changes to the daemon's log file, not the terminal."""
+    logs.setup(
+        settings.log_path,
+        level=settings.log_level,
+        mask_recipients=settings.mask_recipients,
+        secret=token.get_secret_value() if (token := settings.access_token) else "",
+        echo=False,
+    )
 
 
 # -- operating --------------------------------------------------------------

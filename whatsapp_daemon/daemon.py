@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import graph, sender
+from . import batches, graph, sender
 from .errors import ConfigError, GraphAPIError, WhatsAppDaemonError
 from .graph import GraphClient
 from .limits import SendGate
@@ -165,6 +165,11 @@ class Daemon:
         if self.halt is not None:
             await self._resume_if_token_changed(context)
         await self._cleanup_if_due()
+        swept = await self.queue.call(batches.sweep_abandoned, self.now())
+        if swept:
+            logger.warning(
+                "Import interrompu retiré de la file", extra=ctx(count=swept)
+            )
         if self.halt is None:
             await self._drain(context, stop)
         await self._heartbeat()

@@ -1,27 +1,32 @@
-"""Import a campaign from a CSV file: one queued message per recipient.
+"""Import a campaign from a spreadsheet: one queued message per recipient.
 
-Numbers are normalised to E.164 (the default region reads numbers written
-without a country code); duplicates are queued once; every rejected line is
-reported with its line number, value and reason. The file is queued whole
-or not at all.
+Every line gets a decision: queued, duplicate (the same number written
+another way), converted (an old eight-digit number, on request) or rejected
+with a reason. By default the file is queued whole or not at all: one
+rejected line and nothing is queued. The file is streamed and written in
+short transactions under an import that the daemon ignores until the last
+one is written; an interrupted import removes what it wrote.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import string
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TextIO
 
-from . import phones
+from . import batches, payloads, phones
 from .errors import InvalidMessageError
 from .models import MessageType, NewMessage
-from .queue import QueueDB
+from .queue import QueueDB, fmt
+from .tables import Row, Table, open_table
 
-# Header names (accents and case ignored) that hold the phone number.
+# Header names (accents, case, spaces and dashes ignored) of a phone column.
 PHONE_HEADERS = (
     "telephone",
     "tel",
@@ -29,42 +34,39 @@ PHONE_HEADERS = (
     "numero",
     "mobile",
     "portable",
+    "cellulaire",
     "gsm",
-    "contact",
     "whatsapp",
     "msisdn",
     "number",
     "phone_number",
+    "numero_de_telephone",
+    "numero_telephone",
+    "numero_whatsapp",
+    "contact",
 )
-DELIMITERS = ",;\t"
-ENCODINGS = ("utf-8-sig", "cp1252")
+# Words that mark a phone column when no header matches exactly.
+PHONE_HINTS = ("tel", "phone", "mobile", "portable", "whatsapp", "gsm", "numero")
+
+CHUNK_ROWS = 500  # rows written per transaction
+SCREEN_LINES = 20  # rejected lines shown on screen; all are in the CSV report
+
+
+class Decision:
+    REJECTED = "rejetée"
+    DUPLICATE = "doublon"
+    CONVERTED = "convertie"
 
 
 @dataclass(frozen=True)
-class Rejected:
-    line: int  # line number in the file, the header being line 1
-    value: str
+class Line:
+    """What the import did with one line of the file (other than queue it)."""
+
+    line: int  # line (or sheet row) number in the file, the header included
+    value: str  # the phone number as written
+    decision: str
     reason: str
-
-
-@dataclass
-class ImportReport:
-    """What an import did with each line."""
-
-    messages: list[NewMessage] = field(default_factory=list)
-    duplicates: list[Rejected] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        """The report for a person, one line per fact."""
-        out = [
-            f"{len(self.messages)} messages to queue, {len(self.duplicates)}"
-            f" duplicates skipped, {len(self.rejected)} lines rejected",
-        ]
-        out += [f"  line {r.line}: {r.value!r}: {r.reason}" for r in self.rejected]
-        out += [f"  line {r.line}: {r.value!r}: {r.reason}" for r in self.duplicates]
-        return out
+    number: str = ""  # the E.164 number, when there is one
 
 
 @dataclass(frozen=True)
@@ -77,139 +79,389 @@ class Campaign:
     text: str | None = None  # free-form text with {column} placeholders
 
 
-def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """Return the header and (line number, row) pairs of a CSV file."""
-    text = _decode(path.read_bytes(), path)
-    header_line = text.splitlines()[0] if text.strip() else ""
-    delimiter = max(DELIMITERS, key=header_line.count)
-    if header_line.count(delimiter) == 0:
-        raise InvalidMessageError(
-            f"{path}: the first line has no column separator (, ; or tab);"
-            " the file needs a header such as telephone,nom"
-        )
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = header
-    rows = ((reader.line_num, row) for row in reader)
-    return header, rows
+@dataclass(frozen=True)
+class Options:
+    """How to read the file and what to do with it."""
+
+    phone_column: str | None = None
+    encoding: str | None = None
+    region: str | None = "CI"
+    convert_old: bool = False
+    skip_rejected: bool = False  # queue the valid lines even if some are rejected
+    dry_run: bool = False
+    append: bool = False
+    scheduled_at: datetime | None = None  # aware; None sends at once
+    chunk_rows: int = CHUNK_ROWS
 
 
-def _decode(data: bytes, path: Path) -> str:
-    for encoding in ENCODINGS:
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise InvalidMessageError(f"{path}: unreadable text encoding")  # pragma: no cover
+@dataclass
+class ImportReport:
+    """What an import did, counted, with the lines a person must look at."""
 
+    path: Path
+    batch_id: str
+    kind: str = ""
+    phone_column: str = ""
+    rows: int = 0  # data lines read, blank lines not counted
+    queued: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    converted: int = 0
+    by_country: Counter[str] = field(default_factory=Counter)
+    by_operator: Counter[str] = field(default_factory=Counter)
+    shown: list[Line] = field(default_factory=list)
+    details_path: Path | None = None
+    committed: bool = False
 
-def _key(name: str) -> str:
-    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return plain.strip().lower().replace(" ", "_").replace("-", "_")
+    def note(self, line: Line) -> None:
+        if line.decision == Decision.REJECTED:
+            self.rejected += 1
+            if len([s for s in self.shown if s.decision == line.decision]) < (
+                SCREEN_LINES
+            ):
+                self.shown.append(line)
+        elif line.decision == Decision.DUPLICATE:
+            self.duplicates += 1
+        else:
+            self.converted += 1
 
-
-def phone_column(header: Sequence[str]) -> str:
-    """Find the column holding phone numbers, by its name."""
-    for wanted in PHONE_HEADERS:
-        for name in header:
-            if _key(name) == wanted:
-                return name
-    raise InvalidMessageError(
-        f"no phone column among {', '.join(header)}; name it telephone or phone"
-    )
-
-
-def plan(
-    path: Path, campaign: Campaign, *, batch_id: str, region: str = "CI"
-) -> ImportReport:
-    """Read the file and decide the fate of every line, queueing nothing."""
-    header, rows = read_rows(path)
-    phone = phone_column(header)
-    _check_columns(header, campaign)
-    report = ImportReport()
-    seen: dict[str, int] = {}
-    for line, row in rows:
-        raw = (row.get(phone) or "").strip()
-        if not any(
-            (value or "").strip() for value in row.values() if isinstance(value, str)
-        ):
-            continue  # a blank line
-        try:
-            recipient = phones.normalize(raw, region)
-            message = _message(campaign, row, recipient, batch_id)
-        except InvalidMessageError as exc:
-            report.rejected.append(Rejected(line, raw, str(exc)))
-            continue
-        if recipient in seen:
-            reason = f"doublon de la ligne {seen[recipient]} ({recipient})"
-            report.duplicates.append(Rejected(line, raw, reason))
-            continue
-        seen[recipient] = line
-        report.messages.append(message)
-    return report
-
-
-def _check_columns(header: Sequence[str], campaign: Campaign) -> None:
-    missing = [name for name in campaign.param_columns if name not in header]
-    if missing:
-        raise InvalidMessageError(
-            f"--param {missing[0]}: no such column; the file has {', '.join(header)}"
-        )
-
-
-def _message(
-    campaign: Campaign, row: dict[str, str], recipient: str, batch_id: str
-) -> NewMessage:
-    if campaign.text is not None:
-        try:
-            body = campaign.text.format_map(
-                {k: (v or "").strip() for k, v in row.items()}
+    def lines(self) -> list[str]:
+        """The report for a person, in the order they need it."""
+        out = [
+            f"{self.path.name}: {self.rows} lines read ({self.kind};"
+            f" phone column {self.phone_column!r})",
+            f"  {self.queued:>7} messages {'queued' if self.committed else 'to queue'}"
+            f" in batch {self.batch_id}",
+            f"  {self.duplicates:>7} duplicates (a number already met in the file)",
+            f"  {self.rejected:>7} lines rejected",
+        ]
+        if self.converted:
+            out.append(f"  {self.converted:>7} old 8-digit numbers converted")
+        if self.by_country:
+            counts = ", ".join(f"{c} {n}" for c, n in self.by_country.most_common())
+            out.append(f"  by country: {counts}")
+        if self.by_operator:
+            counts = ", ".join(f"{o} {n}" for o, n in self.by_operator.most_common())
+            out.append(f"  Ivorian mobiles by operator: {counts}")
+        rejected = [s for s in self.shown if s.decision == Decision.REJECTED]
+        if rejected:
+            more = f" (first {len(rejected)})" if self.rejected > len(rejected) else ""
+            out.append(f"Rejected lines{more}:")
+            out += [f"  line {r.line}: {r.value!r}: {r.reason}" for r in rejected]
+        if self.details_path is not None:
+            out.append(
+                f"Every rejected, duplicate and converted line: {self.details_path}"
             )
-        except KeyError as exc:
-            raise InvalidMessageError(f"--text: no column {exc} in the file") from None
-        return NewMessage(recipient, MessageType.TEXT, body=body, batch_id=batch_id)
-    params = []
-    for column in campaign.param_columns:
-        value = (row.get(column) or "").strip()
-        if not value:
-            raise InvalidMessageError(f"paramètre vide (colonne {column})")
-        params.append(value)
-    return NewMessage(
-        recipient,
-        MessageType.TEMPLATE,
-        template_name=campaign.template_name,
-        template_language=campaign.language,
-        template_params=tuple(params),
-        batch_id=batch_id,
+        return out
+
+
+class ImportRefused(InvalidMessageError):
+    """Rejected lines stopped an all-or-nothing import; nothing was queued."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__(
+            f"{report.rejected} lines rejected, nothing queued; fix them and import"
+            " again, or pass --skip-rejected to queue the"
+            f" {report.queued} valid lines only"
+        )
+        self.report = report
+
+
+def key(name: str) -> str:
+    """A column name without accents, case, spaces or dashes."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return "_".join(plain.lower().replace("-", " ").replace("'", " ").split())
+
+
+def phone_column(header: Sequence[str], wanted: str | None = None) -> int:
+    """Find the index of the column holding phone numbers."""
+    keys = [key(name) for name in header]
+    if wanted is not None:
+        return _column_index(header, wanted, "--phone-column")
+    for name in PHONE_HEADERS:
+        matches = [i for i, k in enumerate(keys) if k == name]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            break
+    hinted = [i for i, k in enumerate(keys) if any(h in k for h in PHONE_HINTS)]
+    if len(hinted) == 1:
+        return hinted[0]
+    columns = ", ".join(repr(name) for name in header)
+    if hinted:
+        names = ", ".join(repr(header[i]) for i in hinted)
+        raise InvalidMessageError(
+            f"several columns may hold the number ({names});"
+            " choose one with --phone-column"
+        )
+    raise InvalidMessageError(
+        f"no phone column among {columns}; name it telephone or phone, or give"
+        " --phone-column"
     )
+
+
+def _column_index(header: Sequence[str], wanted: str, option: str) -> int:
+    for index, name in enumerate(header):
+        if name == wanted:
+            return index
+    matches = [i for i, name in enumerate(header) if key(name) == key(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    columns = ", ".join(repr(name) for name in header)
+    raise InvalidMessageError(
+        f"{option} {wanted}: no such column; the file has {columns}"
+    )
+
+
+class _Composer:
+    """Turns one row into the message for its recipient."""
+
+    def __init__(self, campaign: Campaign, header: Sequence[str], batch_id: str):
+        self.campaign = campaign
+        self.batch_id = batch_id
+        self.params = [
+            (name, _column_index(header, name, "--param"))
+            for name in campaign.param_columns
+        ]
+        self.fields: dict[str, int] = {}
+        if campaign.text is not None:
+            for _, name, _, _ in string.Formatter().parse(campaign.text):
+                if name is not None:
+                    if not name:
+                        raise InvalidMessageError(
+                            "--text: {} without a column name; write {nom}"
+                        )
+                    self.fields[name] = _column_index(header, name, "--text {...}:")
+
+    def compose(
+        self, values: list[str], recipient: str, scheduled_at: str | None
+    ) -> NewMessage:
+        def cell(index: int) -> str:
+            return values[index].strip() if index < len(values) else ""
+
+        if self.campaign.text is not None:
+            body = self.campaign.text.format_map(
+                {name: cell(index) for name, index in self.fields.items()}
+            )
+            if len(body) > payloads.TEXT_LIMIT:
+                raise InvalidMessageError(
+                    f"texte de {len(body)} caractères, plus que les"
+                    f" {payloads.TEXT_LIMIT} admis par Meta"
+                )
+            return NewMessage(
+                recipient,
+                MessageType.TEXT,
+                body=body,
+                batch_id=self.batch_id,
+                scheduled_at=scheduled_at,
+            )
+        params = []
+        for name, index in self.params:
+            value = cell(index)
+            if not value:
+                raise InvalidMessageError(f"paramètre vide (colonne {name})")
+            if "\n" in value or "\r" in value or "\t" in value:
+                raise InvalidMessageError(
+                    f"retour à la ligne ou tabulation dans la colonne {name}"
+                    " (refusé par Meta dans un paramètre)"
+                )
+            params.append(value)
+        return NewMessage(
+            recipient,
+            MessageType.TEMPLATE,
+            template_name=self.campaign.template_name,
+            template_language=self.campaign.language,
+            template_params=tuple(params),
+            batch_id=self.batch_id,
+            scheduled_at=scheduled_at,
+        )
+
+
+class _Details:
+    """The CSV of every line that was not simply queued, written as it goes.
+
+    Semicolon-separated with a BOM, so that Excel on a French-language
+    computer opens it in columns with the accents right.
+    """
+
+    HEADER = ("ligne", "valeur", "decision", "numero", "raison")
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._stream: TextIO | None = None
+        self._writer: Any = None
+
+    def write(self, line: Line) -> None:
+        if self.path is None:
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = self.path.open("w", encoding="utf-8-sig", newline="")
+            self._writer = csv.writer(self._stream, delimiter=";")
+            self._writer.writerow(self.HEADER)
+        self._writer.writerow(
+            (line.line, line.value, line.decision, line.number, line.reason)
+        )
+
+    @property
+    def written(self) -> bool:
+        return self._writer is not None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
 
 def import_file(
-    db: QueueDB,
+    db: QueueDB | None,
     path: Path,
     campaign: Campaign,
     *,
     batch_id: str,
-    region: str = "CI",
-    dry_run: bool = False,
-    append: bool = False,
+    options: Options = Options(),
+    details_path: Path | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ImportReport:
-    """Plan the import, then queue every accepted line in one transaction."""
-    if not append and _batch_exists(db, batch_id):
-        raise InvalidMessageError(
-            f"--batch {batch_id}: this batch is already queued; choose another id"
-            " (or pass --append to add to it)"
-        )
-    report = plan(path, campaign, batch_id=batch_id, region=region)
-    if not report.messages:
-        raise InvalidMessageError(f"{path}: no valid recipient, nothing queued")
-    if not dry_run:
-        report.ids = db.enqueue(report.messages, datetime.now(UTC))
+    """Read ``path`` and queue its messages in ``db`` (None: report only).
+
+    Raises ImportRefused when lines were rejected and ``skip_rejected`` is
+    off, InvalidMessageError when the file or the options are wrong. In
+    every failure, nothing stays queued.
+    """
+    batches.check_batch_id(batch_id)
+    if db is not None:
+        batches.sweep_abandoned(db, now())
+        _check_batch(db, batch_id, append=options.append)
+    table = open_table(path, encoding=options.encoding)
+    details = _Details(details_path)
+    report = ImportReport(path, batch_id, kind=table.kind)
+    import_id: int | None = None
+    try:
+        phone = phone_column(table.header, options.phone_column)
+        report.phone_column = table.header[phone]
+        composer = _Composer(campaign, table.header, batch_id)
+        writing = db is not None and not options.dry_run
+        if writing:
+            assert db is not None
+            import_id = batches.begin_import(db, batch_id, str(path), now())
+        _read(db, table, phone, composer, options, report, details, import_id)
+        if report.rejected and not options.skip_rejected:
+            raise ImportRefused(report)
+        if not report.queued:
+            raise InvalidMessageError(f"{path}: no valid recipient, nothing queued")
+        if writing:
+            assert db is not None and import_id is not None
+            batches.finish_import(db, import_id, now())
+            report.committed = True
+    except BaseException:
+        if import_id is not None:
+            assert db is not None
+            batches.abort_import(db, import_id)
+        raise
+    finally:
+        table.close()
+        details.close()
+        if details.written:
+            report.details_path = details_path
     return report
 
 
-def _batch_exists(db: QueueDB, batch_id: str) -> bool:
+def _check_batch(db: QueueDB, batch_id: str, *, append: bool) -> None:
+    if not batches.exists(db, batch_id):
+        return
+    if not append:
+        raise InvalidMessageError(
+            f"--batch {batch_id}: this batch already exists; choose another id"
+            " (or pass --append to add to it)"
+        )
+    if batches.state_of(db, batch_id) is batches.BatchState.CANCELLED:
+        raise InvalidMessageError(
+            f"--batch {batch_id}: this batch was cancelled; import under a new id"
+        )
+
+
+def _read(
+    db: QueueDB | None,
+    table: Table,
+    phone: int,
+    composer: _Composer,
+    options: Options,
+    report: ImportReport,
+    details: _Details,
+    import_id: int | None,
+) -> None:
+    """Decide every line; write accepted ones in chunks while none is rejected."""
+    scheduled = fmt(options.scheduled_at) if options.scheduled_at else None
+    width = len(table.header)
+    seen: dict[str, int] = {}  # E.164 number -> first line (bounded by recipients)
+    chunk: list[NewMessage] = []
+
+    def flush() -> None:
+        sending = not report.rejected or options.skip_rejected
+        if chunk and db is not None and import_id is not None and sending:
+            db.enqueue(chunk, datetime.now(UTC), import_id=import_id)
+            batches.touch_import(db, import_id, datetime.now(UTC))
+        chunk.clear()
+
+    for number, values in _data_rows(table.rows):
+        report.rows += 1
+        raw = values[phone].strip() if phone < len(values) else ""
+        try:
+            if len(values) > width and any(v.strip() for v in values[width:]):
+                raise InvalidMessageError(
+                    f"{len(values)} colonnes au lieu de {width} : un séparateur dans"
+                    " une valeur sans guillemets ?"
+                )
+            found = phones.read(raw, options.region, convert_old=options.convert_old)
+            message = composer.compose(values, found.e164, scheduled)
+        except InvalidMessageError as exc:
+            _note(report, details, Line(number, raw, Decision.REJECTED, str(exc)))
+            continue
+        first = seen.get(found.e164)
+        reason = f"même numéro qu'à la ligne {first}"
+        if first is None and options.append and db is not None:
+            reason = "numéro déjà dans le lot"
+            first = 0 if _in_batch(db, composer.batch_id, found.e164) else None
+        if first is not None:
+            line = Line(number, raw, Decision.DUPLICATE, reason, found.e164)
+            _note(report, details, line)
+            continue
+        seen[found.e164] = number
+        if found.old_number is not None:
+            reason = f"ancien numéro {found.old_number} converti (règle de 2021)"
+            line = Line(number, raw, Decision.CONVERTED, reason, found.e164)
+            _note(report, details, line)
+        report.queued += 1
+        report.by_country[found.country] += 1
+        if found.operator and found.is_mobile:
+            report.by_operator[found.operator] += 1
+        chunk.append(message)
+        if len(chunk) >= options.chunk_rows:
+            flush()
+    flush()
+
+
+def _data_rows(rows: Iterator[Row]) -> Iterator[Row]:
+    """Skip blank lines, those Excel leaves at the end included (``;;;``)."""
+    for number, values in rows:
+        if any(value.strip() for value in values):
+            yield number, values
+
+
+def _in_batch(db: QueueDB, batch_id: str, recipient: str) -> bool:
+    """Tell whether the batch already held ``recipient`` before this import."""
     row = db.conn.execute(
-        "SELECT 1 FROM whatsapp_queue WHERE batch_id = ? LIMIT 1", (batch_id,)
+        "SELECT 1 FROM whatsapp_queue WHERE batch_id = ? AND recipient = ? LIMIT 1",
+        (batch_id, recipient),
     ).fetchone()
     return row is not None
+
+
+def _note(report: ImportReport, details: _Details, line: Line) -> None:
+    report.note(line)
+    details.write(line)
+
+
+def default_details_path(folder: Path, batch_id: str, now: datetime) -> Path:
+    """Where the CSV of rejected lines goes unless the user names a file."""
+    return folder / f"{batch_id}-{now.strftime('%Y%m%d-%H%M%S')}-lignes.csv"

@@ -14,6 +14,7 @@ class Status(StrEnum):
     SENT = "sent"  # accepted by Meta; ``wamid`` holds Meta's message id
     FAILED = "failed"  # given up; ``error_code``/``error_message`` say why
     UNKNOWN = "unknown"  # the request may have reached Meta; never resent alone
+    CANCELLED = "cancelled"  # its batch was cancelled before it was sent
 
 
 class MessageType(StrEnum):

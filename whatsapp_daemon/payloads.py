@@ -12,7 +12,7 @@ from .models import MessageType, QueuedMessage
 TEXT_LIMIT = 4096  # characters in a text body, Meta's limit
 
 
-def build(message: QueuedMessage, region: str) -> dict[str, Any]:
+def build(message: QueuedMessage, region: str | None) -> dict[str, Any]:
     """Return the request body for a queued row, or raise InvalidMessageError.
 
     The row's id travels in ``biz_opaque_callback_data`` so that Meta's

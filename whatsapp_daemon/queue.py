@@ -56,11 +56,22 @@ COLUMNS: dict[str, str] = {
     "error_code": "INTEGER",
     "error_message": "TEXT",
     "error_details": "TEXT",
+    "import_id": "INTEGER",
 }
 
-# A pending message is due once its time has come. Times written with a
-# "T" (ISO 8601, as PHP's date('c') does) compare like SQLite's own format.
-DUE = "replace(coalesce(scheduled_at, ''), 'T', ' ') <= ?"
+# A pending message is due once its time has come, unless its batch is
+# paused or cancelled, or the import that adds it has not finished. Times
+# written with a "T" (ISO 8601, as PHP's date('c') does) compare like
+# SQLite's own format.
+DUE = (
+    "replace(coalesce(scheduled_at, ''), 'T', ' ') <= ?"
+    " AND NOT EXISTS (SELECT 1 FROM whatsapp_imports"
+    "   WHERE whatsapp_imports.id = whatsapp_queue.import_id"
+    "     AND whatsapp_imports.state = 'importing')"
+    " AND NOT EXISTS (SELECT 1 FROM whatsapp_batches"
+    "   WHERE whatsapp_batches.batch_id = whatsapp_queue.batch_id"
+    "     AND whatsapp_batches.state != 'active')"
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -90,7 +101,24 @@ CREATE TABLE IF NOT EXISTS whatsapp_queue (
     wamid TEXT,
     error_code INTEGER,
     error_message TEXT,
-    error_details TEXT
+    error_details TEXT,
+    import_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS whatsapp_batches (
+    batch_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL DEFAULT 'active',
+    source TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS whatsapp_imports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'importing',
+    pid INTEGER NOT NULL,
+    source TEXT,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS whatsapp_attempts (
     attempted_at TEXT NOT NULL,
@@ -106,7 +134,9 @@ CREATE TABLE IF NOT EXISTS whatsapp_daemon_state (
 INDEXES = """
 CREATE INDEX IF NOT EXISTS whatsapp_queue_due
     ON whatsapp_queue (status, scheduled_at);
-CREATE INDEX IF NOT EXISTS whatsapp_queue_batch ON whatsapp_queue (batch_id);
+CREATE INDEX IF NOT EXISTS whatsapp_queue_batch_recipient
+    ON whatsapp_queue (batch_id, recipient);
+CREATE INDEX IF NOT EXISTS whatsapp_queue_import ON whatsapp_queue (import_id);
 CREATE INDEX IF NOT EXISTS whatsapp_attempts_at ON whatsapp_attempts (attempted_at);
 """
 
@@ -115,6 +145,14 @@ _CLAIMED = (
     " template_language, template_params, batch_id,"
     " max(0, coalesce(CAST(attempts AS INTEGER), 0)) AS attempts"
 )
+
+
+class BatchHeld(Exception):
+    """The message's batch is paused or cancelled: do not send it now."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
 
 
 def fmt(moment: datetime) -> str:
@@ -184,7 +222,13 @@ class QueueDB:
 
     # -- queueing -------------------------------------------------------
 
-    def enqueue(self, messages: Iterable[NewMessage], now: datetime) -> list[int]:
+    def enqueue(
+        self,
+        messages: Iterable[NewMessage],
+        now: datetime,
+        *,
+        import_id: int | None = None,
+    ) -> list[int]:
         """Insert messages in one transaction; return their ids."""
         stamp = fmt(now)
         ids: list[int] = []
@@ -193,8 +237,8 @@ class QueueDB:
                 cursor = conn.execute(
                     "INSERT INTO whatsapp_queue (recipient, message_type, body,"
                     " template_name, template_language, template_params, batch_id,"
-                    " status, scheduled_at, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    " status, scheduled_at, created_at, updated_at, import_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                     (
                         message.recipient,
                         message.message_type.value,
@@ -206,6 +250,7 @@ class QueueDB:
                         message.scheduled_at or stamp,
                         stamp,
                         stamp,
+                        import_id,
                     ),
                 )
                 ids.append(int(cursor.lastrowid or 0))
@@ -238,21 +283,45 @@ class QueueDB:
         return sorted(claimed, key=lambda message: message.id)
 
     def begin_attempt(self, message_id: int, now: datetime) -> int:
-        """Record an HTTP attempt about to start; return the attempt number."""
+        """Record an HTTP attempt about to start; return the attempt number.
+
+        If the message's batch was paused or cancelled since the claim, no
+        attempt is recorded: the row goes back to pending (paused) or becomes
+        cancelled, and BatchHeld is raised.
+        """
         stamp = fmt(now)
         with self.write() as conn:
-            conn.execute(
-                "INSERT INTO whatsapp_attempts (attempted_at, message_id)"
-                " VALUES (?, ?)",
-                (fmt_attempt(now), message_id),
-            )
-            row = conn.execute(
-                "UPDATE whatsapp_queue SET attempts = attempts + 1,"
-                " sending_since = ?, last_attempt_at = ?, updated_at = ?"
-                " WHERE id = ? RETURNING attempts",
-                (stamp, stamp, stamp, message_id),
+            held = conn.execute(
+                "SELECT b.state FROM whatsapp_queue q JOIN whatsapp_batches b"
+                " ON b.batch_id = q.batch_id WHERE q.id = ? AND b.state != 'active'",
+                (message_id,),
             ).fetchone()
-        return int(row["attempts"])
+            if held is None:
+                conn.execute(
+                    "INSERT INTO whatsapp_attempts (attempted_at, message_id)"
+                    " VALUES (?, ?)",
+                    (fmt_attempt(now), message_id),
+                )
+                row = conn.execute(
+                    "UPDATE whatsapp_queue SET attempts = attempts + 1,"
+                    " sending_since = ?, last_attempt_at = ?, updated_at = ?"
+                    " WHERE id = ? RETURNING attempts",
+                    (stamp, stamp, stamp, message_id),
+                ).fetchone()
+                return int(row["attempts"])
+            cancelled = held[0] == Status.CANCELLED.value
+            conn.execute(
+                "UPDATE whatsapp_queue SET status = ?, error_message = ?,"
+                " claimed_by = NULL, lease_until = NULL, sending_since = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (
+                    Status.CANCELLED.value if cancelled else Status.PENDING.value,
+                    f"lot annulé le {stamp} UTC" if cancelled else None,
+                    stamp,
+                    message_id,
+                ),
+            )
+        raise BatchHeld(str(held[0]))
 
     def end_attempt(self, message_id: int, *, refund: bool, now: datetime) -> None:
         """Close an attempt that will be retried; ``refund`` gives it back."""
@@ -383,13 +452,24 @@ class QueueDB:
         attempts_cutoff = fmt_attempt(now - timedelta(days=ATTEMPT_LOG_DAYS))
         with self.write() as conn:
             deleted = conn.execute(
-                "DELETE FROM whatsapp_queue WHERE status IN ('sent', 'failed')"
+                "DELETE FROM whatsapp_queue"
+                " WHERE status IN ('sent', 'failed', 'cancelled')"
                 " AND updated_at < ?",
                 (cutoff,),
             ).rowcount
             conn.execute(
                 "DELETE FROM whatsapp_attempts WHERE attempted_at < ?",
                 (attempts_cutoff,),
+            )
+            conn.execute(
+                "DELETE FROM whatsapp_imports WHERE state = 'done' AND updated_at < ?",
+                (cutoff,),
+            )
+            conn.execute(
+                "DELETE FROM whatsapp_batches WHERE updated_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM whatsapp_queue"
+                "  WHERE whatsapp_queue.batch_id = whatsapp_batches.batch_id)",
+                (cutoff,),
             )
         return deleted
 

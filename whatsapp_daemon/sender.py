@@ -30,7 +30,7 @@ from .limits import SendGate, SendingStopped
 from .logs import ctx
 from .models import QueuedMessage
 from .outcomes import Action, classify, explain
-from .queue import AsyncQueue, QueueDB
+from .queue import AsyncQueue, BatchHeld, QueueDB
 
 THROTTLE_PAUSE = 10.0  # seconds the sender pauses on a throughput error
 NETWORK_PAUSE = 15.0  # seconds the sender pauses when Meta is unreachable
@@ -48,6 +48,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"  # the request may have reached Meta
     RELEASED = "released"  # back to pending, to be sent later
+    CANCELLED = "cancelled"  # its batch was cancelled before it left
 
 
 @dataclass
@@ -66,7 +67,7 @@ class SendContext:
     queue: AsyncQueue
     gate: SendGate
     graph: GraphClient
-    region: str
+    region: str | None
     max_attempts: int
     retry_base: float
     retry_max: float
@@ -91,6 +92,16 @@ async def send(context: SendContext, message: QueuedMessage) -> Outcome:
         wamid = await _with_retries(context, message, payload, tally)
     except SendingStopped:
         await context.queue.call(QueueDB.release, message.id, context.now())
+        return Outcome.RELEASED
+    except BatchHeld as held:
+        # begin_attempt has already put the row back or cancelled it.
+        logger.info(
+            "Message retenu : lot %s",
+            "annulé" if held.state == Outcome.CANCELLED else "en pause",
+            extra=ctx(id=message.id, batch=message.batch_id),
+        )
+        if held.state == Outcome.CANCELLED:
+            return Outcome.CANCELLED
         return Outcome.RELEASED
     except GraphAPIError as exc:
         return await _settle_error(context, message, exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from dotenv import dotenv_values
@@ -70,7 +71,10 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     mask_recipients: bool = True
     retention_days: int = Field(default=30, gt=0)
-    default_region: str = "CI"
+    # Region for numbers written without a country code; empty: refuse them.
+    default_region: str | None = "CI"
+    # Time zone in which --at times are read (stored in UTC).
+    timezone: str = "Africa/Abidjan"
 
     @field_validator("access_token")
     @classmethod
@@ -100,12 +104,34 @@ class Settings(BaseSettings):
             raise ValueError("must start with https:// (or http:// for the sandbox)")
         return value.rstrip("/")
 
-    @field_validator("default_region")
+    @field_validator("default_region", mode="before")
     @classmethod
-    def _check_region(cls, value: str) -> str:
-        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError("must be a two-letter country code such as CI")
-        return value.upper()
+    def _check_region(cls, value: str | None) -> str | None:
+        if value is None or not str(value).strip():
+            return None
+        region = str(value).strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                "must be a two-letter country code such as CI, or empty to"
+                " refuse numbers without a country code"
+            )
+        return region
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "is not a time zone name; use one like Africa/Abidjan"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone of ``timezone``."""
+        return ZoneInfo(self.timezone)
 
     def require_sending(self) -> None:
         """Raise ConfigError unless the keys needed to send are set."""

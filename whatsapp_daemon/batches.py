@@ -1,0 +1,307 @@
+"""Batches (campaigns) and the imports that fill them.
+
+A batch is the set of rows sharing a ``batch_id``. Its row in
+``whatsapp_batches`` says whether it is ``active``, ``paused`` or
+``cancelled``; a batch the PHP application created has no such row and is
+active. An import adds its rows under its own ``whatsapp_imports`` row,
+``importing`` until the last chunk is written: the daemon sends none of them
+before the import flips to ``done`` in one short transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from .errors import InvalidMessageError
+from .queue import QueueDB, fmt
+
+# An import whose process is gone, or silent this long, was abandoned.
+IMPORT_SILENCE = timedelta(hours=1)
+
+_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class BatchState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class BatchSummary:
+    """One line of ``whatsapp-daemon batch list``."""
+
+    batch_id: str
+    state: str
+    source: str | None
+    created_at: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    importing: int = 0  # rows of imports still running, not yet sendable
+    next_due: str | None = None  # earliest scheduled time of a pending row
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def check_batch_id(value: str) -> str:
+    """Refuse a batch id that would not read well in a file name or a log."""
+    if not _BATCH_ID.fullmatch(value):
+        raise InvalidMessageError(
+            f"--batch {value!r}: use 1 to 64 letters, digits, '.', '_' or '-'"
+            " (starting with a letter or digit), e.g. noel-2026"
+        )
+    return value
+
+
+def exists(db: QueueDB, batch_id: str) -> bool:
+    row = db.conn.execute(
+        "SELECT 1 FROM whatsapp_queue WHERE batch_id = ?"
+        " UNION ALL SELECT 1 FROM whatsapp_batches WHERE batch_id = ? LIMIT 1",
+        (batch_id, batch_id),
+    ).fetchone()
+    return row is not None
+
+
+def state_of(db: QueueDB, batch_id: str) -> BatchState:
+    row = db.conn.execute(
+        "SELECT state FROM whatsapp_batches WHERE batch_id = ?", (batch_id,)
+    ).fetchone()
+    return BatchState(row[0]) if row else BatchState.ACTIVE
+
+
+def list_batches(db: QueueDB) -> list[BatchSummary]:
+    """Every batch, oldest first, with its rows counted by status."""
+    summaries: dict[str, BatchSummary] = {}
+    for row in db.conn.execute(
+        "SELECT batch_id, state, source, created_at FROM whatsapp_batches"
+        " ORDER BY created_at, batch_id"
+    ):
+        summaries[row[0]] = BatchSummary(row[0], row[1], row[2], row[3])
+    for row in db.conn.execute(
+        "SELECT batch_id, status, COUNT(*), MIN(created_at),"
+        " SUM(import_id IN (SELECT id FROM whatsapp_imports"
+        "                   WHERE state = 'importing')),"
+        " MIN(CASE WHEN status = 'pending' THEN scheduled_at END)"
+        " FROM whatsapp_queue WHERE batch_id IS NOT NULL"
+        " GROUP BY batch_id, status ORDER BY MIN(id)"
+    ):
+        batch_id, status, count, created, importing, due = row
+        summary = summaries.setdefault(
+            batch_id, BatchSummary(batch_id, BatchState.ACTIVE, None, created)
+        )
+        summary.counts[str(status)] = int(count)
+        summary.importing += int(importing or 0)
+        if due and (summary.next_due is None or due < summary.next_due):
+            summary.next_due = due
+    return sorted(summaries.values(), key=lambda s: (s.created_at or "", s.batch_id))
+
+
+# -- operations on a batch ----------------------------------------------------
+
+
+def pause(db: QueueDB, batch_id: str, now: datetime) -> int:
+    """Hold the batch's pending messages; return how many are held."""
+    _require(db, batch_id, refuse=(BatchState.CANCELLED,))
+    with db.write() as conn:
+        _set_state(conn, batch_id, BatchState.PAUSED, now)
+        return _count(conn, batch_id, "pending")
+
+
+def resume(db: QueueDB, batch_id: str, now: datetime) -> int:
+    """Let a paused batch go on; return how many messages are pending."""
+    _require(db, batch_id, refuse=(BatchState.CANCELLED,))
+    with db.write() as conn:
+        _set_state(conn, batch_id, BatchState.ACTIVE, now)
+        return _count(conn, batch_id, "pending")
+
+
+def cancel(db: QueueDB, batch_id: str, now: datetime) -> int:
+    """Cancel the batch's pending messages; return how many.
+
+    Sent, failed and unknown messages keep their status. A message being
+    sent right now is cancelled by the daemon before its next attempt.
+    """
+    _require(db, batch_id, refuse=())
+    stamp = fmt(now)
+    with db.write() as conn:
+        _set_state(conn, batch_id, BatchState.CANCELLED, now)
+        return int(
+            conn.execute(
+                "UPDATE whatsapp_queue SET status = 'cancelled', error_message = ?,"
+                " updated_at = ? WHERE batch_id = ? AND status = 'pending'",
+                (f"lot annulé le {stamp} UTC", stamp, batch_id),
+            ).rowcount
+        )
+
+
+def requeue_failed(db: QueueDB, batch_id: str, now: datetime) -> int:
+    """Queue the batch's failed messages again, with fresh attempts."""
+    _require(db, batch_id, refuse=(BatchState.CANCELLED,))
+    stamp = fmt(now)
+    with db.write() as conn:
+        return int(
+            conn.execute(
+                "UPDATE whatsapp_queue SET status = 'pending', attempts = 0,"
+                " scheduled_at = ?, updated_at = ?, error_code = NULL,"
+                " error_message = NULL, error_details = NULL"
+                " WHERE batch_id = ? AND status = 'failed'",
+                (stamp, stamp, batch_id),
+            ).rowcount
+        )
+
+
+def _require(db: QueueDB, batch_id: str, *, refuse: tuple[BatchState, ...]) -> None:
+    if not exists(db, batch_id):
+        raise InvalidMessageError(
+            f"batch {batch_id!r} does not exist; 'whatsapp-daemon batch list'"
+            " shows the batches"
+        )
+    state = state_of(db, batch_id)
+    if state in refuse:
+        raise InvalidMessageError(
+            f"batch {batch_id!r} is {state.value}; a cancelled batch cannot be"
+            " changed (import the file again under a new batch id)"
+        )
+
+
+def _set_state(conn: Any, batch_id: str, state: BatchState, now: datetime) -> None:
+    stamp = fmt(now)
+    conn.execute(
+        "INSERT INTO whatsapp_batches (batch_id, state, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE"
+        " SET state = excluded.state, updated_at = excluded.updated_at",
+        (batch_id, state.value, stamp, stamp),
+    )
+
+
+def _count(conn: Any, batch_id: str, status: str) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM whatsapp_queue WHERE batch_id = ? AND status = ?",
+        (batch_id, status),
+    ).fetchone()
+    return int(row[0])
+
+
+# -- imports --------------------------------------------------------------
+
+
+def begin_import(db: QueueDB, batch_id: str, source: str, now: datetime) -> int:
+    """Register an import in progress (creating its batch); return its id."""
+    stamp = fmt(now)
+    with db.write() as conn:
+        conn.execute(
+            "INSERT INTO whatsapp_batches (batch_id, state, source, created_at,"
+            " updated_at) VALUES (?, 'active', ?, ?, ?)"
+            " ON CONFLICT (batch_id) DO UPDATE SET updated_at = excluded.updated_at",
+            (batch_id, source, stamp, stamp),
+        )
+        cursor = conn.execute(
+            "INSERT INTO whatsapp_imports (batch_id, state, pid, source, started_at,"
+            " updated_at) VALUES (?, 'importing', ?, ?, ?, ?)",
+            (batch_id, os.getpid(), source, stamp, stamp),
+        )
+    return int(cursor.lastrowid or 0)
+
+
+def finish_import(db: QueueDB, import_id: int, now: datetime) -> None:
+    """Make every row of the import sendable at once."""
+    with db.write() as conn:
+        conn.execute(
+            "UPDATE whatsapp_imports SET state = 'done', updated_at = ? WHERE id = ?",
+            (fmt(now), import_id),
+        )
+
+
+def touch_import(db: QueueDB, import_id: int, now: datetime) -> None:
+    """Show that the import is alive (see :func:`sweep_abandoned`)."""
+    with db.write() as conn:
+        conn.execute(
+            "UPDATE whatsapp_imports SET updated_at = ? WHERE id = ?",
+            (fmt(now), import_id),
+        )
+
+
+def abort_import(db: QueueDB, import_id: int, *, chunk: int = 5000) -> int:
+    """Remove what an unfinished import wrote, in short transactions."""
+    removed = 0
+    while True:
+        with db.write() as conn:
+            deleted = conn.execute(
+                "DELETE FROM whatsapp_queue WHERE id IN (SELECT id FROM whatsapp_queue"
+                " WHERE import_id = ? LIMIT ?)",
+                (import_id, chunk),
+            ).rowcount
+            removed += deleted
+            if deleted == 0:
+                row = conn.execute(
+                    "DELETE FROM whatsapp_imports WHERE id = ? RETURNING batch_id",
+                    (import_id,),
+                ).fetchone()
+                if row is not None:
+                    _drop_if_empty(conn, row[0])
+                return removed
+
+
+def _drop_if_empty(conn: Any, batch_id: str) -> None:
+    """Forget a batch row that an aborted import created and nothing uses."""
+    conn.execute(
+        "DELETE FROM whatsapp_batches WHERE batch_id = ? AND state = 'active'"
+        " AND NOT EXISTS (SELECT 1 FROM whatsapp_queue WHERE batch_id = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM whatsapp_imports WHERE batch_id = ?)",
+        (batch_id, batch_id, batch_id),
+    )
+
+
+def sweep_abandoned(
+    db: QueueDB,
+    now: datetime,
+    *,
+    alive: Callable[[int], bool] | None = None,
+) -> int:
+    """Remove the rows of imports whose process died before finishing.
+
+    Returns the number of abandoned imports removed.
+    """
+    is_alive = alive or pid_alive
+    silent_since = fmt(now - IMPORT_SILENCE)
+    rows = db.conn.execute(
+        "SELECT id, pid, updated_at FROM whatsapp_imports WHERE state = 'importing'"
+    ).fetchall()
+    swept = 0
+    for import_id, pid, updated_at in rows:
+        if pid != os.getpid() and (not is_alive(pid) or updated_at < silent_since):
+            abort_import(db, import_id)
+            swept += 1
+    return swept
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe(summary: BatchSummary) -> dict[str, Any]:
+    """A batch as plain data (``batch list --json``)."""
+    return {
+        "batch": summary.batch_id,
+        "state": summary.state,
+        "source": summary.source,
+        "created_at": summary.created_at,
+        "next_due": summary.next_due,
+        "importing": summary.importing,
+        "total": summary.total,
+        "counts": summary.counts,
+    }

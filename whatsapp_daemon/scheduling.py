@@ -1,0 +1,65 @@
+"""Read a send time the way people write it, in the configured time zone.
+
+Times are stored in UTC and compared with the clock in UTC, so neither the
+host's own time zone nor its daylight-saving changes move a message.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from .errors import InvalidMessageError
+
+FORMATS = (
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y %Hh%M",
+)
+
+
+def parse_at(text: str, zone: ZoneInfo, now: datetime) -> datetime:
+    """Return the UTC time meant by ``text``, a wall-clock time in ``zone``.
+
+    A time that does not exist in the zone (skipped when clocks go forward)
+    is refused; one that happens twice (clocks go back) means the later, so
+    that nothing leaves early. A time already past is refused.
+    """
+    naive = _parse(text.strip(), zone)
+    first = naive.replace(tzinfo=zone, fold=0)
+    later = naive.replace(tzinfo=zone, fold=1)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise InvalidMessageError(
+            f"--at {text!r}: this time does not exist in {zone.key} (the clocks"
+            " skip it); choose another time"
+        )
+    moment = max(first.astimezone(UTC), later.astimezone(UTC))
+    if moment <= now:
+        local_now = now.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        raise InvalidMessageError(
+            f"--at {text!r}: this time is past (now {local_now} {zone.key});"
+            " give a future time, or leave --at out to send now"
+        )
+    return moment
+
+
+def describe(moment: datetime, zone: ZoneInfo) -> str:
+    """``2026-12-24 08:00 Africa/Abidjan (08:00 UTC)`` for a report."""
+    local = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    utc = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return f"{local} {zone.key} ({utc} UTC)"
+
+
+def _parse(text: str, zone: ZoneInfo) -> datetime:
+    for pattern in FORMATS:
+        try:
+            return datetime.strptime(text, pattern)
+        except ValueError:
+            continue
+    raise InvalidMessageError(
+        f"--at {text!r}: write the date and time as 2026-12-24 08:00"
+        f" (read in {zone.key}, the WHATSAPP_TIMEZONE setting)"
+    )
