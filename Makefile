@@ -52,8 +52,9 @@ load:  ## start the agent (and at every login)
 unload:  ## stop the agent (SIGTERM: sends in flight finish first)
 	launchctl unload -w "$(AGENT)"
 
-bench: install
+bench: install  ## measure the limiter's bursts and the import's memory
 	$(BIN)/python bench/limiter_burst.py
+	$(BIN)/python bench/import_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache var/demo var/logs/demo
