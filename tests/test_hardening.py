@@ -212,3 +212,42 @@ async def test_a_daemon_whose_lock_file_is_taken_stops_sending_within_seconds(
         lock.release()
     queue = rows(settings.database_path)
     assert not [r for r in queue.values() if r["status"] == "processing"]
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    """``.env.example`` names every key the daemon reads."""
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text(
+        encoding="utf-8"
+    )
+    keys = {line.split("=")[0].lstrip("# ") for line in example.splitlines()}
+    missing = [
+        f"WHATSAPP_{name.upper()}"
+        for name in Settings.model_fields
+        if f"WHATSAPP_{name.upper()}" not in keys
+    ]
+    assert missing == []
+
+
+def test_an_empty_default_region_refuses_numbers_without_a_country_code(
+    tmp_path: Path,
+) -> None:
+    """With WHATSAPP_DEFAULT_REGION empty, only +… and 00… numbers are queued."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WHATSAPP_DATABASE_PATH": str(tmp_path / "queue.sqlite"),
+        "WHATSAPP_DEFAULT_REGION": "",
+    }
+
+    def enqueue(number: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "whatsapp_daemon", "enqueue", "--to", number,
+             "--text", "Bonjour"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    local = enqueue("07 01 02 03 04")
+    assert local.returncode == 65
+    assert "WHATSAPP_DEFAULT_REGION" in local.stderr
+    assert enqueue("+225 07 01 02 03 04").returncode == 0
+    assert enqueue("00225 07 01 02 03 05").returncode == 0
+    assert len(rows(tmp_path / "queue.sqlite")) == 2

@@ -253,7 +253,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     region = settings.default_region
     at = _send_time(args.at, settings)
     if args.batch is not None:
-        batches.check_batch_id(args.batch)
+        _check_open_batch(settings, args.batch)
     if args.text is not None:
         message = api.text_message(
             args.to, args.text, batch_id=args.batch, region=region, at=at
@@ -272,6 +272,21 @@ def _enqueue(args: argparse.Namespace) -> int:
     when = f", to send at {scheduling.describe(at, settings.zone)}" if at else ""
     print(f"queued message {row_id} for {message.recipient}{when}")
     return Exit.OK
+
+
+def _check_open_batch(settings: Settings, batch_id: str) -> None:
+    batches.check_batch_id(batch_id)
+    if not settings.database_path.exists():
+        return
+    db = QueueDB.open(settings.database_path)
+    try:
+        state = batches.state_of(db, batch_id)
+    finally:
+        db.close()
+    if state is batches.BatchState.CANCELLED:
+        raise InvalidMessageError(
+            f"--batch {batch_id}: this batch was cancelled; use another batch id"
+        )
 
 
 def _send_time(text: str | None, settings: Settings) -> datetime | None:

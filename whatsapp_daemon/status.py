@@ -65,11 +65,15 @@ def _counts(db: QueueDB) -> dict[str, int]:
 
 def _batches(db: QueueDB) -> list[dict[str, Any]]:
     rows = db.conn.execute(
-        "SELECT coalesce(batch_id, '') AS batch, COUNT(*) AS total,"
-        " SUM(status = 'pending') AS pending, SUM(status = 'processing') AS processing,"
-        " SUM(status = 'sent') AS sent, SUM(status = 'failed') AS failed,"
-        " SUM(status = 'unknown') AS unknown"
-        " FROM whatsapp_queue GROUP BY batch_id ORDER BY MIN(id)"
+        "SELECT coalesce(q.batch_id, '') AS batch, COUNT(*) AS total,"
+        " coalesce(b.state, 'active') AS state,"
+        " SUM(q.status = 'pending') AS pending,"
+        " SUM(q.status = 'processing') AS processing,"
+        " SUM(q.status = 'sent') AS sent, SUM(q.status = 'failed') AS failed,"
+        " SUM(q.status = 'unknown') AS unknown,"
+        " SUM(q.status = 'cancelled') AS cancelled"
+        " FROM whatsapp_queue q LEFT JOIN whatsapp_batches b"
+        " ON b.batch_id = q.batch_id GROUP BY q.batch_id ORDER BY MIN(q.id)"
     )
     return [dict(row) for row in rows]
 
@@ -163,14 +167,15 @@ def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         "By batch:",
-        f"  {'batch':<24}{'total':>7}{'pending':>9}{'sent':>7}"
+        f"  {'batch':<24}{'state':<11}{'total':>7}{'pending':>9}{'sent':>7}"
         f"{'failed':>8}{'unknown':>9}",
     ]
     for b in batches:
         pending = (b["pending"] or 0) + (b["processing"] or 0)
         lines.append(
-            f"  {(b['batch'] or '(none)')[:23]:<24}{b['total']:>7}{pending:>9}"
-            f"{b['sent'] or 0:>7}{b['failed'] or 0:>8}{b['unknown'] or 0:>9}"
+            f"  {(b['batch'] or '(none)')[:23]:<24}{b['state']:<11}{b['total']:>7}"
+            f"{pending:>9}{b['sent'] or 0:>7}{b['failed'] or 0:>8}"
+            f"{b['unknown'] or 0:>9}"
         )
     return lines
 
