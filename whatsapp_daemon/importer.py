@@ -50,6 +50,7 @@ PHONE_HINTS = ("tel", "phone", "mobile", "portable", "whatsapp", "gsm", "numero"
 
 CHUNK_ROWS = 500  # rows written per transaction
 SCREEN_LINES = 20  # rejected lines shown on screen; all are in the CSV report
+TEXT_CELL_LIMIT = 200  # characters of a value kept in the report (Excel: 255)
 
 
 class Decision:
@@ -281,7 +282,10 @@ class _Details:
     """The CSV of every line that was not simply queued, written as it goes.
 
     Semicolon-separated with a BOM, so that Excel on a French-language
-    computer opens it in columns with the accents right.
+    computer opens it in columns with the accents right. Numbers are written
+    ``="0701020304"``, which Excel shows as that text instead of dropping
+    the zero or turning ``+2250701020304`` into ``2,25E+12`` (and which the
+    import reads back as the number).
     """
 
     HEADER = ("ligne", "valeur", "decision", "numero", "raison")
@@ -300,7 +304,13 @@ class _Details:
             self._writer = csv.writer(self._stream, delimiter=";")
             self._writer.writerow(self.HEADER)
         self._writer.writerow(
-            (line.line, line.value, line.decision, line.number, line.reason)
+            (
+                line.line,
+                as_text(line.value),
+                line.decision,
+                as_text(line.number),
+                line.reason,
+            )
         )
 
     @property
@@ -310,6 +320,15 @@ class _Details:
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
+
+
+def as_text(value: str) -> str:
+    """A cell that Excel shows exactly as written, never as a number or formula."""
+    if not value:
+        return ""
+    if len(value) > TEXT_CELL_LIMIT:
+        value = value[: TEXT_CELL_LIMIT - 1] + "\u2026"
+    return '="' + value.replace('"', '""') + '"'
 
 
 def import_file(
