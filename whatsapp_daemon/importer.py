@@ -26,27 +26,19 @@ from .models import MessageType, NewMessage
 from .queue import QueueDB, fmt
 from .tables import Row, Table, open_table
 
-# Header names (accents, case, spaces and dashes ignored) of a phone column.
-PHONE_HEADERS = (
-    "telephone",
-    "tel",
-    "phone",
-    "numero",
-    "mobile",
-    "portable",
-    "cellulaire",
-    "gsm",
-    "whatsapp",
-    "msisdn",
-    "number",
-    "phone_number",
-    "numero_de_telephone",
-    "numero_telephone",
-    "numero_whatsapp",
-    "contact",
-)
-# Words that mark a phone column when no header matches exactly.
-PHONE_HINTS = ("tel", "phone", "mobile", "portable", "whatsapp", "gsm", "numero")
+# How the phone column is found, in tiers: a header holding a WhatsApp word
+# wins over one holding a phone word, which wins over a header that is only
+# "contact" or "numéro" (words that also name other things: "Numéro de
+# facture"). Accents, case and punctuation are ignored, and a plural "s".
+# Two candidates in the first tier that has any: the user must choose.
+WHATSAPP_WORDS = frozenset({"whatsapp", "wa"})
+PHONE_WORDS = frozenset(
+    {
+        "telephone", "tel", "phone", "mobile", "portable", "cellulaire",
+        "cel", "cell", "gsm", "msisdn", "mob",
+    }
+)  # fmt: skip
+PHONE_HEADERS = frozenset({"contact", "number", "numero", "num"})
 
 CHUNK_ROWS = 500  # rows written per transaction
 SCREEN_LINES = 20  # rejected lines shown on screen; all are in the CSV report
@@ -169,32 +161,36 @@ class ImportRefused(InvalidMessageError):
 
 
 def key(name: str) -> str:
-    """A column name without accents, case, spaces or dashes."""
+    """A column name without accents, case, punctuation or extra spaces."""
     plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return "_".join(plain.lower().replace("-", " ").replace("'", " ").split())
+    words = "".join(c if c.isalnum() else " " for c in plain.lower()).split()
+    return "_".join(words)
 
 
 def phone_column(header: Sequence[str], wanted: str | None = None) -> int:
     """Find the index of the column holding phone numbers."""
-    keys = [key(name) for name in header]
     if wanted is not None:
         return _column_index(header, wanted, "--phone-column")
-    for name in PHONE_HEADERS:
-        matches = [i for i, k in enumerate(keys) if k == name]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            break
-    hinted = [i for i, k in enumerate(keys) if any(h in k for h in PHONE_HINTS)]
-    if len(hinted) == 1:
-        return hinted[0]
+    words = [{w.removesuffix("s") for w in key(name).split("_")} for name in header]
+    tiers = (
+        [i for i, names in enumerate(words) if names & WHATSAPP_WORDS],
+        [i for i, names in enumerate(words) if names & PHONE_WORDS],
+        [
+            i
+            for i, names in enumerate(words)
+            if len(names) == 1 and names & PHONE_HEADERS
+        ],
+    )
+    for found in tiers:
+        if len(found) == 1:
+            return found[0]
+        if found:
+            names = ", ".join(repr(header[i]) for i in found)
+            raise InvalidMessageError(
+                f"several columns may hold the number ({names});"
+                " choose one with --phone-column"
+            )
     columns = ", ".join(repr(name) for name in header)
-    if hinted:
-        names = ", ".join(repr(header[i]) for i in hinted)
-        raise InvalidMessageError(
-            f"several columns may hold the number ({names});"
-            " choose one with --phone-column"
-        )
     raise InvalidMessageError(
         f"no phone column among {columns}; name it telephone or phone, or give"
         " --phone-column"

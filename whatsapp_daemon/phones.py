@@ -164,15 +164,20 @@ def _parse(compact: str, region: str | None) -> phonenumbers.PhoneNumber:
 
 
 def _old_ivorian(compact: str, region: str | None) -> str | None:
-    """Return the eight digits of an old Ivorian number, or None."""
+    """Return the eight digits of an old Ivorian number, or None.
+
+    Eight digits starting with 1 were short and special numbers, which the
+    2021 switch left alone: they are not old numbers.
+    """
+    digits = None
     if compact.startswith("+" + CI_CODE) and len(compact) == 12:
-        return compact[4:]
-    if region == "CI" and not compact.startswith("+"):
+        digits = compact[4:]
+    elif region == "CI" and not compact.startswith("+"):
         if len(compact) == 8:
-            return compact
-        if len(compact) == 11 and compact.startswith(CI_CODE):
-            return compact[3:]
-    return None
+            digits = compact
+        elif len(compact) == 11 and compact.startswith(CI_CODE):
+            digits = compact[3:]
+    return digits if digits and not digits.startswith("1") else None
 
 
 def _refuse_old() -> Phone:
