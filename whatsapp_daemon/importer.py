@@ -408,7 +408,8 @@ def _read(
     """Decide every line; write accepted ones in chunks while none is rejected."""
     scheduled = fmt(options.scheduled_at) if options.scheduled_at else None
     width = len(table.header)
-    seen: dict[str, int] = {}  # E.164 number -> first line (bounded by recipients)
+    # E.164 digits -> first line: what grows with the file (ints are compact).
+    seen: dict[int, int] = {}
     chunk: list[NewMessage] = []
 
     def flush() -> None:
@@ -432,7 +433,7 @@ def _read(
         except InvalidMessageError as exc:
             _note(report, details, Line(number, raw, Decision.REJECTED, str(exc)))
             continue
-        first = seen.get(found.e164)
+        first = seen.get(int(found.e164[1:]))
         reason = f"même numéro qu'à la ligne {first}"
         if first is None and options.append and db is not None:
             reason = "numéro déjà dans le lot"
@@ -441,7 +442,7 @@ def _read(
             line = Line(number, raw, Decision.DUPLICATE, reason, found.e164)
             _note(report, details, line)
             continue
-        seen[found.e164] = number
+        seen[int(found.e164[1:])] = number
         if found.old_number is not None:
             reason = f"ancien numéro {found.old_number} converti (règle de 2021)"
             line = Line(number, raw, Decision.CONVERTED, reason, found.e164)
