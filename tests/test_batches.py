@@ -115,7 +115,7 @@ async def test_a_paused_batch_waits_while_others_go_out_then_resumes(
 
     paused = cli("batch", "pause", "noel")
     assert paused.returncode == Exit.OK, paused.stderr
-    assert "batch noel paused: 3 pending messages held" in paused.stdout
+    assert "batch noel paused: 3 unsent messages held" in paused.stdout
 
     async with running_daemon(settings) as run:
         await run.until(
@@ -130,7 +130,7 @@ async def test_a_paused_batch_waits_while_others_go_out_then_resumes(
         table = cli("batch", "list")
         assert table.returncode == Exit.OK, table.stderr
         [line] = [li for li in table.stdout.splitlines() if li.startswith("noel")]
-        assert line.split()[1:4] == ["paused", "3", "3"]
+        assert line.split()[1:5] == ["paused", "3", "3", "0"]
 
         resumed = cli("batch", "resume", "noel")
         assert resumed.returncode == Exit.OK, resumed.stderr
@@ -372,6 +372,12 @@ async def test_imported_campaign_is_sent_at_its_time_with_each_rows_parameters(
     assert {row["scheduled_at"] for row in rows(settings.database_path).values()} == {
         due
     }
+    shown = cli("status")
+    assert shown.returncode == Exit.OK, shown.stderr
+    assert f"Next scheduled message: #1, at {due} UTC" in shown.stdout
+    assert "Oldest due message: none" in shown.stdout
+    [line] = [li for li in shown.stdout.splitlines() if li.strip().startswith("noel")]
+    assert line.split()[1:4] == ["active", "3", "3"]
     clock = Clock()
     async with running_daemon(settings, clock=clock) as run:
         await _polls(run, settings, 2)
@@ -423,31 +429,58 @@ async def test_text_campaign_fills_each_rows_columns_into_the_text(
     assert bodies["2250102030406"].startswith("Bonjour Bamba Mariam 🌺,")
 
 
+def _next(month: int, day: int | None = None) -> datetime:
+    """The next date (within a year) of ``day``/``month``, or of the last
+    Sunday of ``month`` when ``day`` is None (when European clocks change)."""
+    today = datetime.now(UTC)
+    for year in (today.year, today.year + 1):
+        if day is None:
+            last = max(
+                d for d in range(25, 32) if datetime(year, month, d).weekday() == 6
+            )
+            candidate = datetime(year, month, last, tzinfo=UTC)
+        else:
+            candidate = datetime(year, month, day, tzinfo=UTC)
+        if candidate > today + timedelta(days=1):
+            return candidate
+    raise AssertionError("unreachable")
+
+
+WINTER, SUMMER = _next(1, 24), _next(7, 14)
+CLOCKS_BACK, CLOCKS_FORWARD = _next(10), _next(3)
+
+
 @pytest.mark.parametrize(
     ("zone", "at", "stored"),
     [
         pytest.param(
             "Africa/Abidjan",
-            "2099-12-24 08:00",
-            "2099-12-24 08:00:00",
+            WINTER.strftime("%Y-%m-%d 08:00"),
+            WINTER.strftime("%Y-%m-%d 08:00:00"),
             id="abidjan-is-utc",
         ),
         pytest.param(
-            "Europe/Paris", "2099-12-24 08:00", "2099-12-24 07:00:00", id="paris-winter"
-        ),
-        pytest.param(
-            "Europe/Paris", "2099-07-14 08:00", "2099-07-14 06:00:00", id="paris-summer"
+            "Europe/Paris",
+            WINTER.strftime("%Y-%m-%d 08:00"),
+            WINTER.strftime("%Y-%m-%d 07:00:00"),
+            id="paris-winter",
         ),
         pytest.param(
             "Europe/Paris",
-            "2099-10-25 02:30",
-            "2099-10-25 01:30:00",
+            SUMMER.strftime("%Y-%m-%d 08:00"),
+            SUMMER.strftime("%Y-%m-%d 06:00:00"),
+            id="paris-summer",
+        ),
+        pytest.param(
+            "Europe/Paris",
+            CLOCKS_BACK.strftime("%Y-%m-%d 02:30"),
+            CLOCKS_BACK.strftime("%Y-%m-%d 01:30:00"),
             id="paris-clocks-back-takes-the-later",
         ),
         pytest.param(
             "Europe/Paris",
-            "24/12/2099 08h00",
-            "2099-12-24 07:00:00",
+            WINTER.strftime("%d/%m/%Y 08h00"),
+            WINTER.strftime("%Y-%m-%d 07:00:00"),
             id="french-writing",
         ),
     ],

@@ -14,15 +14,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidMessageError
 from .queue import QueueDB, fmt
-
-# An import whose process is gone, or silent this long, was abandoned.
-IMPORT_SILENCE = timedelta(hours=1)
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -61,7 +58,15 @@ def check_batch_id(value: str) -> str:
 
 
 def exists(db: QueueDB, batch_id: str) -> bool:
-    row = db.conn.execute(
+    return _exists(db.conn, batch_id)
+
+
+def state_of(db: QueueDB, batch_id: str) -> BatchState:
+    return _state(db.conn, batch_id)
+
+
+def _exists(conn: Any, batch_id: str) -> bool:
+    row = conn.execute(
         "SELECT 1 FROM whatsapp_queue WHERE batch_id = ?"
         " UNION ALL SELECT 1 FROM whatsapp_batches WHERE batch_id = ? LIMIT 1",
         (batch_id, batch_id),
@@ -69,8 +74,8 @@ def exists(db: QueueDB, batch_id: str) -> bool:
     return row is not None
 
 
-def state_of(db: QueueDB, batch_id: str) -> BatchState:
-    row = db.conn.execute(
+def _state(conn: Any, batch_id: str) -> BatchState:
+    row = conn.execute(
         "SELECT state FROM whatsapp_batches WHERE batch_id = ?", (batch_id,)
     ).fetchone()
     return BatchState(row[0]) if row else BatchState.ACTIVE
@@ -107,11 +112,14 @@ def list_batches(db: QueueDB) -> list[BatchSummary]:
 
 
 def pause(db: QueueDB, batch_id: str, now: datetime) -> int:
-    """Hold the batch's pending messages; return how many are held."""
+    """Hold the batch's unsent messages; return how many are held.
+
+    Those the daemon has claimed go back to pending before their attempt.
+    """
     _require(db, batch_id, refuse=(BatchState.CANCELLED,))
     with db.write() as conn:
         _set_state(conn, batch_id, BatchState.PAUSED, now)
-        return _count(conn, batch_id, "pending")
+        return _count(conn, batch_id, "pending") + _count(conn, batch_id, "processing")
 
 
 def resume(db: QueueDB, batch_id: str, now: datetime) -> int:
@@ -122,23 +130,23 @@ def resume(db: QueueDB, batch_id: str, now: datetime) -> int:
         return _count(conn, batch_id, "pending")
 
 
-def cancel(db: QueueDB, batch_id: str, now: datetime) -> int:
-    """Cancel the batch's pending messages; return how many.
+def cancel(db: QueueDB, batch_id: str, now: datetime) -> tuple[int, int]:
+    """Cancel the batch's unsent messages; return (cancelled, being sent).
 
-    Sent, failed and unknown messages keep their status. A message being
-    sent right now is cancelled by the daemon before its next attempt.
+    Sent, failed and unknown messages keep their status. A message the
+    daemon has claimed is cancelled before its next attempt; one whose
+    request is already under way may still reach Meta.
     """
     _require(db, batch_id, refuse=())
     stamp = fmt(now)
     with db.write() as conn:
         _set_state(conn, batch_id, BatchState.CANCELLED, now)
-        return int(
-            conn.execute(
-                "UPDATE whatsapp_queue SET status = 'cancelled', error_message = ?,"
-                " updated_at = ? WHERE batch_id = ? AND status = 'pending'",
-                (f"lot annulé le {stamp} UTC", stamp, batch_id),
-            ).rowcount
-        )
+        cancelled = conn.execute(
+            "UPDATE whatsapp_queue SET status = 'cancelled', error_message = ?,"
+            " updated_at = ? WHERE batch_id = ? AND status = 'pending'",
+            (f"lot annulé le {stamp} UTC", stamp, batch_id),
+        ).rowcount
+        return int(cancelled), _count(conn, batch_id, "processing")
 
 
 def requeue_failed(db: QueueDB, batch_id: str, now: datetime) -> int:
@@ -192,10 +200,37 @@ def _count(conn: Any, batch_id: str, status: str) -> int:
 # -- imports --------------------------------------------------------------
 
 
-def begin_import(db: QueueDB, batch_id: str, source: str, now: datetime) -> int:
-    """Register an import in progress (creating its batch); return its id."""
+def begin_import(
+    db: QueueDB, batch_id: str, source: str, now: datetime, *, append: bool
+) -> int:
+    """Register an import in progress (creating its batch); return its id.
+
+    Checked in the same transaction, so that two imports started together
+    cannot both create a batch: without ``append`` the batch must be new;
+    with it, the batch must not be cancelled; and no other import into the
+    batch may be under way.
+    """
     stamp = fmt(now)
     with db.write() as conn:
+        if not append and _exists(conn, batch_id):
+            raise InvalidMessageError(
+                f"--batch {batch_id}: this batch already exists; choose another"
+                " id (or pass --append to add to it)"
+            )
+        if _state(conn, batch_id) is BatchState.CANCELLED:
+            raise InvalidMessageError(
+                f"--batch {batch_id}: this batch was cancelled; import under a new id"
+            )
+        running = conn.execute(
+            "SELECT pid FROM whatsapp_imports WHERE batch_id = ?"
+            " AND state = 'importing'",
+            (batch_id,),
+        ).fetchone()
+        if running is not None:
+            raise InvalidMessageError(
+                f"--batch {batch_id}: another import into this batch is under way"
+                f" (process {running[0]}); wait for it to finish"
+            )
         conn.execute(
             "INSERT INTO whatsapp_batches (batch_id, state, source, created_at,"
             " updated_at) VALUES (?, 'active', ?, ?, ?)"
@@ -213,6 +248,7 @@ def begin_import(db: QueueDB, batch_id: str, source: str, now: datetime) -> int:
 def finish_import(db: QueueDB, import_id: int, now: datetime) -> None:
     """Make every row of the import sendable at once."""
     with db.write() as conn:
+        _require_import(conn, import_id)
         conn.execute(
             "UPDATE whatsapp_imports SET state = 'done', updated_at = ? WHERE id = ?",
             (fmt(now), import_id),
@@ -220,11 +256,23 @@ def finish_import(db: QueueDB, import_id: int, now: datetime) -> None:
 
 
 def touch_import(db: QueueDB, import_id: int, now: datetime) -> None:
-    """Show that the import is alive (see :func:`sweep_abandoned`)."""
+    """Show that the import is alive; fail if it was swept meanwhile."""
     with db.write() as conn:
+        _require_import(conn, import_id)
         conn.execute(
             "UPDATE whatsapp_imports SET updated_at = ? WHERE id = ?",
             (fmt(now), import_id),
+        )
+
+
+def _require_import(conn: Any, import_id: int) -> None:
+    row = conn.execute(
+        "SELECT state FROM whatsapp_imports WHERE id = ?", (import_id,)
+    ).fetchone()
+    if row is None or row[0] != "importing":
+        raise InvalidMessageError(
+            "the import was removed while it ran (its process was taken for"
+            " dead); nothing of it is queued, import the file again"
         )
 
 
@@ -267,19 +315,39 @@ def sweep_abandoned(
 ) -> int:
     """Remove the rows of imports whose process died before finishing.
 
-    Returns the number of abandoned imports removed.
+    Only a process that no longer exists counts as dead: an import that is
+    merely slow (or a Mac asleep) keeps its rows. Returns the number of
+    abandoned imports removed.
     """
     is_alive = alive or pid_alive
-    silent_since = fmt(now - IMPORT_SILENCE)
     rows = db.conn.execute(
-        "SELECT id, pid, updated_at FROM whatsapp_imports WHERE state = 'importing'"
+        "SELECT id, pid FROM whatsapp_imports WHERE state = 'importing'"
     ).fetchall()
     swept = 0
-    for import_id, pid, updated_at in rows:
-        if pid != os.getpid() and (not is_alive(pid) or updated_at < silent_since):
+    for import_id, pid in rows:
+        if pid != os.getpid() and not is_alive(pid):
             abort_import(db, import_id)
             swept += 1
     return swept
+
+
+def settle_cancelled(db: QueueDB, now: datetime) -> int:
+    """Cancel pending rows of cancelled batches; return how many.
+
+    Rows that were being sent when their batch was cancelled come back to
+    pending if the daemon stops first, and a program may still insert into
+    a cancelled batch: they are cancelled here rather than left waiting.
+    """
+    stamp = fmt(now)
+    with db.write() as conn:
+        return int(
+            conn.execute(
+                "UPDATE whatsapp_queue SET status = 'cancelled', error_message = ?,"
+                " updated_at = ? WHERE status = 'pending' AND batch_id IN"
+                " (SELECT batch_id FROM whatsapp_batches WHERE state = 'cancelled')",
+                (f"lot annulé (constaté le {stamp} UTC)", stamp),
+            ).rowcount
+        )
 
 
 def pid_alive(pid: int) -> bool:

@@ -24,9 +24,10 @@ from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
 from .models import Status
 from .queue import QueueDB
-from .settings import Settings, load_settings
+from .settings import ENV_FILE, Settings, load_settings
 
 LOCK_RETRY = 5.0  # seconds between two tries for a busy lock (--wait-for-lock)
+ENV_FILE_PATH = Path(ENV_FILE)
 
 
 class Exit(IntEnum):
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: Exit) -> int:
-    print(f"whatsapp-daemon: {message}", file=sys.stderr)
+    print(_redact(f"whatsapp-daemon: {message}"), file=sys.stderr)
     return code
 
 
@@ -105,17 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("file", type=Path, help="a .csv, .txt or .xlsx file")
     imp.add_argument("--batch", required=True, help="batch id, e.g. noel-2026")
-    imp.add_argument("--template-file", type=Path, help="JSON: name, language, params")
-    imp.add_argument("--template", help="approved template name")
-    imp.add_argument("--language", default="fr", help="template language code")
+    what = imp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--template-file", type=Path, help="JSON: name, language, params")
+    what.add_argument("--template", help="approved template name")
+    what.add_argument("--text", help="free-form text with {column} placeholders")
+    imp.add_argument(
+        "--language", default="fr", help="template language code (default: fr)"
+    )
     imp.add_argument(
         "--param",
         action="append",
         default=[],
         help="column holding {{1}}, then {{2}}, ... (repeat, in order)",
     )
-    imp.add_argument("--text", help="free-form text with {column} placeholders")
     imp.add_argument("--phone-column", help="column holding the numbers")
+    imp.add_argument("--sheet", help="sheet of an .xlsx file (default: the first)")
     imp.add_argument(
         "--encoding", help="file encoding if not detected (utf-8, cp1252, mac_roman)"
     )
@@ -297,39 +302,54 @@ def _send_time(text: str | None, settings: Settings) -> datetime | None:
 
 def _campaign(args: argparse.Namespace) -> importer.Campaign:
     if args.template_file:
-        try:
-            spec = json.loads(args.template_file.read_text(encoding="utf-8"))
-            return importer.Campaign(
-                template_name=spec["name"],
-                language=spec.get("language", "fr"),
-                param_columns=tuple(spec.get("params", [])),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidMessageError(
-                f"--template-file {args.template_file}: {exc}; it needs a JSON"
-                ' object such as {"name": "rappel", "language": "fr",'
-                ' "params": ["nom"]}'
-            ) from None
-    if args.template:
-        return importer.Campaign(args.template, args.language, tuple(args.param))
-    if args.text:
         if args.param:
             raise InvalidMessageError(
-                "--param goes with --template; with --text, write {column} in the text"
+                "--param goes with --template; a --template-file lists its"
+                ' columns under "params"'
             )
-        return importer.Campaign(text=args.text)
-    raise InvalidMessageError(
-        "give --template NAME, --template-file FILE or --text TEXT"
-    )
+        return _template_file(args.template_file)
+    if args.template:
+        return importer.Campaign(args.template, args.language, tuple(args.param))
+    if args.param:
+        raise InvalidMessageError(
+            "--param goes with --template; with --text, write {column} in the text"
+        )
+    return importer.Campaign(text=args.text)
+
+
+def _template_file(path: Path) -> importer.Campaign:
+    example = '{"name": "rappel_paiement", "language": "fr", "params": ["nom"]}'
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidMessageError(
+            f"--template-file {path}: not JSON ({exc}); write {example}"
+        ) from None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    language = spec.get("language", "fr") if isinstance(spec, dict) else None
+    params = spec.get("params", []) if isinstance(spec, dict) else None
+    if not (
+        isinstance(name, str)
+        and isinstance(language, str)
+        and isinstance(params, list)
+        and all(isinstance(p, str) for p in params)
+    ):
+        raise InvalidMessageError(
+            f"--template-file {path}: name and language must be text and params"
+            f" a list of column names; write {example}"
+        )
+    return importer.Campaign(name, language, tuple(params))
 
 
 def _import(args: argparse.Namespace) -> int:
     settings = load_settings()
+    _register_secret(settings)
     campaign = _campaign(args)
     now = datetime.now(UTC)
     options = importer.Options(
         phone_column=args.phone_column,
         encoding=args.encoding,
+        sheet=args.sheet,
         region=settings.default_region,
         convert_old=args.convert_old_numbers,
         skip_rejected=args.skip_rejected,
@@ -337,12 +357,15 @@ def _import(args: argparse.Namespace) -> int:
         append=args.append,
         scheduled_at=_send_time(args.at, settings),
     )
+    batches.check_batch_id(args.batch)
     details = args.report or importer.default_details_path(
         settings.database_path.parent / "imports", args.batch, now
     )
+    _check_report_path(details, args.file, settings)
     _log_to_file(settings)
     # SIGTERM interrupts like Ctrl-C, so that a half-done import is removed.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     db = QueueDB.open(settings.database_path)
     try:
         report = importer.import_file(
@@ -352,15 +375,14 @@ def _import(args: argparse.Namespace) -> int:
             batch_id=args.batch,
             options=options,
             details_path=details,
+            secret=_SECRETS[0] if _SECRETS else "",
         )
     except importer.ImportRefused as refused:
-        for line in refused.report.lines():
-            print(line)
+        _print_lines(refused.report.lines())
         raise
     finally:
         db.close()
-    for line in report.lines():
-        print(line)
+    _print_lines(report.lines())
     if options.scheduled_at:
         print(f"to send at {scheduling.describe(options.scheduled_at, settings.zone)}")
     if args.dry_run:
@@ -380,7 +402,50 @@ def _import(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _check_report_path(report: Path, source: Path, settings: Settings) -> None:
+    """Refuse a --report that would overwrite the file read or the queue."""
+    database = settings.database_path
+    guarded = {
+        source: "the file being imported",
+        database: "the queue database",
+        Path(f"{database}-wal"): "the queue database",
+        Path(f"{database}-shm"): "the queue database",
+        settings.log_path: "the log",
+        ENV_FILE_PATH: "the settings",
+    }
+    target = report.resolve()
+    for path, what in guarded.items():
+        if path.resolve() == target:
+            raise InvalidMessageError(
+                f"--report {report}: this is {what}; give a new file name such as"
+                " lignes-rejetees.csv"
+            )
+
+
+_SECRETS: list[str] = []  # the access token, kept out of everything printed
+
+
+def _register_secret(settings: Settings) -> None:
+    token = settings.access_token
+    if token is not None and token.get_secret_value() not in _SECRETS:
+        _SECRETS.append(token.get_secret_value())
+
+
+def _redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "[jeton masqué]")
+    return text
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(_redact(line))
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    # A second signal must not cut the clean-up this one starts.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -402,45 +467,57 @@ def _batch_list(args: argparse.Namespace) -> int:
         print("no batch")
         return Exit.OK
     print(
-        f"{'batch':<24} {'state':<10}{'total':>8}{'pending':>9}{'sent':>8}"
-        f"{'failed':>8}{'other':>7}  next due (UTC)"
+        f"{'batch':<24} {'state':<10}{'total':>8}{'pending':>9}{'sending':>9}"
+        f"{'sent':>8}{'failed':>8}{'cancel.':>8}{'unknown':>8}  next due (UTC)"
     )
     for s in summaries:
-        pending = s.counts.get("pending", 0) + s.counts.get("processing", 0)
-        sent = s.counts.get("sent", 0)
-        failed = s.counts.get("failed", 0)
-        other = s.total - pending - sent - failed
+        c = s.counts
         state = "importing" if s.importing else s.state
         print(
-            f"{s.batch_id[:24]:<24} {state:<10}{s.total:>8}{pending:>9}{sent:>8}"
-            f"{failed:>8}{other:>7}  {s.next_due or '-'}"
+            f"{s.batch_id:<24} {state:<10}{s.total:>8}{c.get('pending', 0):>9}"
+            f"{c.get('processing', 0):>9}{c.get('sent', 0):>8}{c.get('failed', 0):>8}"
+            f"{c.get('cancelled', 0):>8}{c.get('unknown', 0):>8}  {s.next_due or '-'}"
         )
     return Exit.OK
 
 
-_CHANGES = {
-    "pause": (batches.pause, "Lot mis en pause", "paused: {n} pending messages held"),
-    "resume": (batches.resume, "Lot repris", "resumed: {n} messages pending"),
-    "cancel": (batches.cancel, "Lot annulé", "cancelled: {n} pending messages"),
-    "requeue-failed": (
-        batches.requeue_failed,
-        "Messages en échec remis en file",
-        "requeued: {n} failed messages",
-    ),
+_LOG_LINES = {
+    "pause": "Lot mis en pause",
+    "resume": "Lot repris",
+    "cancel": "Lot annulé",
+    "requeue-failed": "Messages en échec remis en file",
 }
 
 
 def _batch_change(args: argparse.Namespace) -> int:
     settings = load_settings()
-    change, log_line, done = _CHANGES[args.change]
     db = _existing_db(settings)
+    now = datetime.now(UTC)
     try:
-        count = change(db, args.batch_id, datetime.now(UTC))
+        if args.change == "pause":
+            count = batches.pause(db, args.batch_id, now)
+            done = f"paused: {count} unsent messages held"
+        elif args.change == "resume":
+            count = batches.resume(db, args.batch_id, now)
+            done = f"resumed: {count} messages pending"
+        elif args.change == "cancel":
+            count, sending = batches.cancel(db, args.batch_id, now)
+            done = f"cancelled: {count} pending messages"
+            if sending:
+                done += (
+                    f"; {sending} being sent now are cancelled before their next"
+                    " attempt (one whose request is under way may still go out)"
+                )
+        else:
+            count = batches.requeue_failed(db, args.batch_id, now)
+            done = f"requeued: {count} failed messages"
     finally:
         db.close()
     _log_to_file(settings)
-    logs.logger.info(log_line, extra=logs.ctx(batch=args.batch_id, count=count))
-    print(f"batch {args.batch_id} {done.format(n=count)}")
+    logs.logger.info(
+        _LOG_LINES[args.change], extra=logs.ctx(batch=args.batch_id, count=count)
+    )
+    print(f"batch {args.batch_id} {done}")
     return Exit.OK
 
 

@@ -170,6 +170,9 @@ class Daemon:
             logger.warning(
                 "Import interrompu retiré de la file", extra=ctx(count=swept)
             )
+        cancelled = await self.queue.call(batches.settle_cancelled, self.now())
+        if cancelled:
+            logger.info("Messages de lots annulés", extra=ctx(count=cancelled))
         if self.halt is None:
             await self._drain(context, stop)
         await self._heartbeat()

@@ -11,6 +11,7 @@ one is written; an interrupted import removes what it wrote.
 from __future__ import annotations
 
 import csv
+import re
 import string
 import unicodedata
 from collections import Counter
@@ -41,6 +42,13 @@ PHONE_WORDS = frozenset(
 PHONE_HEADERS = frozenset({"contact", "number", "numero", "num"})
 
 CHUNK_ROWS = 500  # rows written per transaction
+PARAM_LIMIT = 1024  # characters of a template parameter (a body's own limit)
+TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")
+# What a formula shows when it fails; such a cell is never a real value.
+EXCEL_ERRORS = frozenset(
+    {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!", "#SPILL!"}
+)
 SCREEN_LINES = 20  # rejected lines shown on screen; all are in the CSV report
 TEXT_CELL_LIMIT = 200  # characters of a value kept in the report (Excel: 255)
 
@@ -48,6 +56,7 @@ TEXT_CELL_LIMIT = 200  # characters of a value kept in the report (Excel: 255)
 class Decision:
     REJECTED = "rejetée"
     DUPLICATE = "doublon"
+    IN_BATCH = "déjà dans le lot"
     CONVERTED = "convertie"
 
 
@@ -60,6 +69,7 @@ class Line:
     decision: str
     reason: str
     number: str = ""  # the E.164 number, when there is one
+    cells: tuple[str, ...] = ()  # the whole line, to find it in the file
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class Options:
 
     phone_column: str | None = None
     encoding: str | None = None
+    sheet: str | None = None  # the sheet of an .xlsx file; default: first visible
     region: str | None = "CI"
     convert_old: bool = False
     skip_rejected: bool = False  # queue the valid lines even if some are rejected
@@ -95,39 +106,51 @@ class ImportReport:
     batch_id: str
     kind: str = ""
     phone_column: str = ""
+    header_line: int = 1
     rows: int = 0  # data lines read, blank lines not counted
     queued: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # the same number as an earlier line of the file
+    differing: int = 0  # ... of which with another message: only one is sent
+    in_batch: int = 0  # numbers the batch already had (--append)
     rejected: int = 0
     converted: int = 0
     by_country: Counter[str] = field(default_factory=Counter)
     by_operator: Counter[str] = field(default_factory=Counter)
     shown: list[Line] = field(default_factory=list)
+    example: NewMessage | None = None
     details_path: Path | None = None
     committed: bool = False
 
     def note(self, line: Line) -> None:
         if line.decision == Decision.REJECTED:
             self.rejected += 1
-            if len([s for s in self.shown if s.decision == line.decision]) < (
-                SCREEN_LINES
-            ):
+            if len(self.shown) < SCREEN_LINES:
                 self.shown.append(line)
         elif line.decision == Decision.DUPLICATE:
             self.duplicates += 1
+        elif line.decision == Decision.IN_BATCH:
+            self.in_batch += 1
         else:
             self.converted += 1
 
     def lines(self) -> list[str]:
         """The report for a person, in the order they need it."""
+        header = f", header on line {self.header_line}" if self.header_line > 1 else ""
         out = [
             f"{self.path.name}: {self.rows} lines read ({self.kind};"
-            f" phone column {self.phone_column!r})",
+            f" phone column {self.phone_column!r}{header})",
             f"  {self.queued:>7} messages {'queued' if self.committed else 'to queue'}"
             f" in batch {self.batch_id}",
-            f"  {self.duplicates:>7} duplicates (a number already met in the file)",
-            f"  {self.rejected:>7} lines rejected",
+            f"  {self.duplicates:>7} duplicates (same number as an earlier line)",
         ]
+        if self.differing:
+            out.append(
+                f"  {'':>7} of which {self.differing} with a different message:"
+                " only the first line's is sent"
+            )
+        if self.in_batch:
+            out.append(f"  {self.in_batch:>7} numbers already in the batch, skipped")
+        out.append(f"  {self.rejected:>7} lines rejected")
         if self.converted:
             out.append(f"  {self.converted:>7} old 8-digit numbers converted")
         if self.by_country:
@@ -136,11 +159,16 @@ class ImportReport:
         if self.by_operator:
             counts = ", ".join(f"{o} {n}" for o, n in self.by_operator.most_common())
             out.append(f"  Ivorian mobiles by operator: {counts}")
-        rejected = [s for s in self.shown if s.decision == Decision.REJECTED]
-        if rejected:
-            more = f" (first {len(rejected)})" if self.rejected > len(rejected) else ""
+        if self.example is not None:
+            out.append(f"First message: {describe(self.example)}")
+        if self.shown:
+            more = (
+                f" (first {len(self.shown)})" if self.rejected > len(self.shown) else ""
+            )
             out.append(f"Rejected lines{more}:")
-            out += [f"  line {r.line}: {r.value!r}: {r.reason}" for r in rejected]
+            out += [f"  line {r.line}: {r.value!r}: {r.reason}" for r in self.shown]
+            if self.rejected > len(self.shown):
+                out.append(f"  ... and {self.rejected - len(self.shown)} more")
         if self.details_path is not None:
             out.append(
                 f"Every rejected, duplicate and converted line: {self.details_path}"
@@ -148,16 +176,48 @@ class ImportReport:
         return out
 
 
-class ImportRefused(InvalidMessageError):
-    """Rejected lines stopped an all-or-nothing import; nothing was queued."""
+def describe(message: NewMessage) -> str:
+    """One message as the recipient's phone will get it, for the report."""
+    if message.message_type is MessageType.TEXT:
+        return f"{message.recipient}: {message.body!r}"
+    params = ", ".join(
+        f"{{{{{i}}}}}={value!r}"
+        for i, value in enumerate(message.template_params, start=1)
+    )
+    return (
+        f"{message.recipient}: template {message.template_name}"
+        f" ({message.template_language}) {params}".rstrip()
+    )
 
-    def __init__(self, report: ImportReport) -> None:
-        super().__init__(
-            f"{report.rejected} lines rejected, nothing queued; fix them and import"
-            " again, or pass --skip-rejected to queue the"
-            f" {report.queued} valid lines only"
-        )
+
+class ImportRefused(InvalidMessageError):
+    """Nothing was queued; the report says which lines to look at."""
+
+    def __init__(self, report: ImportReport, message: str) -> None:
+        super().__init__(message)
         self.report = report
+
+    @classmethod
+    def rejected_lines(cls, report: ImportReport) -> ImportRefused:
+        if report.queued:
+            way_out = (
+                f"or pass --skip-rejected to queue the {report.queued} valid lines only"
+            )
+        else:
+            way_out = "no line is valid"
+        return cls(
+            report,
+            f"{report.rejected} lines rejected, nothing queued; fix them (see the"
+            f" report) and import again, {way_out}",
+        )
+
+    @classmethod
+    def nothing_to_queue(cls, report: ImportReport) -> ImportRefused:
+        return cls(
+            report,
+            f"{report.path}: no message to queue (every line was rejected, a"
+            " duplicate or already in the batch); nothing queued",
+        )
 
 
 def key(name: str) -> str:
@@ -190,21 +250,43 @@ def phone_column(header: Sequence[str], wanted: str | None = None) -> int:
                 f"several columns may hold the number ({names});"
                 " choose one with --phone-column"
             )
-    columns = ", ".join(repr(name) for name in header)
+    columns = _names(header)
     raise InvalidMessageError(
         f"no phone column among {columns}; name it telephone or phone, or give"
         " --phone-column"
     )
 
 
+def _names(header: Sequence[str], limit: int = 20) -> str:
+    """The column names for a message, shortened for a very wide file."""
+    names = ", ".join(repr(name[:40]) for name in header[:limit])
+    return names + (f" and {len(header) - limit} more" if len(header) > limit else "")
+
+
+def looks_like_header(wanted: str | None) -> Callable[[list[str]], bool]:
+    """A test telling a header line from a title above it."""
+
+    def test(cells: list[str]) -> bool:
+        try:
+            phone_column(cells, wanted)
+        except InvalidMessageError as exc:
+            return "several columns" in str(exc)
+        return True
+
+    return test
+
+
 def _column_index(header: Sequence[str], wanted: str, option: str) -> int:
-    for index, name in enumerate(header):
-        if name == wanted:
-            return index
-    matches = [i for i, name in enumerate(header) if key(name) == key(wanted)]
+    exact = [i for i, name in enumerate(header) if name == wanted]
+    matches = exact or [i for i, name in enumerate(header) if key(name) == key(wanted)]
     if len(matches) == 1:
         return matches[0]
-    columns = ", ".join(repr(name) for name in header)
+    if matches:
+        raise InvalidMessageError(
+            f"{option} {wanted}: {len(matches)} columns have this name;"
+            " rename all but one in the file"
+        )
+    columns = _names(header)
     raise InvalidMessageError(
         f"{option} {wanted}: no such column; the file has {columns}"
     )
@@ -214,6 +296,7 @@ class _Composer:
     """Turns one row into the message for its recipient."""
 
     def __init__(self, campaign: Campaign, header: Sequence[str], batch_id: str):
+        check_campaign(campaign)
         self.campaign = campaign
         self.batch_id = batch_id
         self.params = [
@@ -222,13 +305,7 @@ class _Composer:
         ]
         self.fields: dict[str, int] = {}
         if campaign.text is not None:
-            for _, name, _, _ in string.Formatter().parse(campaign.text):
-                if name is not None:
-                    if not name:
-                        raise InvalidMessageError(
-                            "--text: {} without a column name; write {nom}"
-                        )
-                    self.fields[name] = _column_index(header, name, "--text {...}:")
+            self.fields = _placeholders(campaign.text, header)
 
     def compose(
         self, values: list[str], recipient: str, scheduled_at: str | None
@@ -237,9 +314,10 @@ class _Composer:
             return values[index].strip() if index < len(values) else ""
 
         if self.campaign.text is not None:
-            body = self.campaign.text.format_map(
-                {name: cell(index) for name, index in self.fields.items()}
-            )
+            filled = {name: cell(index) for name, index in self.fields.items()}
+            for name, value in filled.items():
+                _check_value(name, value)
+            body = self.campaign.text.format_map(filled)
             if len(body) > payloads.TEXT_LIMIT:
                 raise InvalidMessageError(
                     f"texte de {len(body)} caractères, plus que les"
@@ -255,12 +333,21 @@ class _Composer:
         params = []
         for name, index in self.params:
             value = cell(index)
-            if not value:
-                raise InvalidMessageError(f"paramètre vide (colonne {name})")
+            _check_value(name, value)
             if "\n" in value or "\r" in value or "\t" in value:
                 raise InvalidMessageError(
                     f"retour à la ligne ou tabulation dans la colonne {name}"
                     " (refusé par Meta dans un paramètre)"
+                )
+            if "     " in value:
+                raise InvalidMessageError(
+                    f"plus de 4 espaces de suite dans la colonne {name}"
+                    " (refusé par Meta dans un paramètre)"
+                )
+            if len(value) > PARAM_LIMIT:
+                raise InvalidMessageError(
+                    f"colonne {name} : {len(value)} caractères, plus que les"
+                    f" {PARAM_LIMIT} d'un modèle"
                 )
             params.append(value)
         return NewMessage(
@@ -272,6 +359,70 @@ class _Composer:
             batch_id=self.batch_id,
             scheduled_at=scheduled_at,
         )
+
+
+def check_campaign(campaign: Campaign) -> None:
+    """Refuse a campaign that Meta would refuse for every recipient."""
+    if campaign.text is not None:
+        if not campaign.text.strip():
+            raise InvalidMessageError("--text: the text is empty; write the message")
+        if len(campaign.text) > payloads.TEXT_LIMIT:
+            raise InvalidMessageError(
+                f"--text: {len(campaign.text)} characters, more than Meta's"
+                f" {payloads.TEXT_LIMIT}; shorten it"
+            )
+        return
+    name = campaign.template_name or ""
+    if not TEMPLATE_NAME.fullmatch(name):
+        raise InvalidMessageError(
+            f"--template {name!r}: a template name is lower-case letters, digits"
+            " and underscores, as approved in WhatsApp Manager (rappel_paiement)"
+        )
+    language = campaign.language or ""
+    if not LANGUAGE_CODE.fullmatch(language):
+        raise InvalidMessageError(
+            f"--language {language!r}: give the template's language code as"
+            " approved, such as fr, en or en_US"
+        )
+
+
+def _check_value(column: str, value: str) -> None:
+    """Refuse a cell a message cannot be made of."""
+    if not value:
+        raise InvalidMessageError(f"colonne {column} vide")
+    if value in EXCEL_ERRORS:
+        raise InvalidMessageError(
+            f"colonne {column} : erreur de formule Excel {value}, corriger la cellule"
+        )
+    if any(
+        unicodedata.category(char) in ("Cc", "Zl", "Zp") and char not in "\t\n\r"
+        for char in value
+    ):
+        raise InvalidMessageError(
+            f"colonne {column} : caractère de contrôle invisible, retaper la valeur"
+        )
+
+
+def _placeholders(text: str, header: Sequence[str]) -> dict[str, int]:
+    """Check the {column} placeholders of ``--text``; map each to its column."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise InvalidMessageError(
+            f"--text {text!r}: {exc}; a placeholder is {{column}}, and a brace"
+            " itself is written {{ or }}"
+        ) from None
+    fields: dict[str, int] = {}
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or spec or conversion or any(c in name for c in ".[]"):
+            raise InvalidMessageError(
+                f"--text {text!r}: write only a column name between braces,"
+                " such as {nom}"
+            )
+        fields[name] = _column_index(header, name, "--text {...}:")
+    return fields
 
 
 class _Details:
@@ -286,8 +437,12 @@ class _Details:
 
     HEADER = ("ligne", "valeur", "decision", "numero", "raison")
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self, path: Path | None, columns: Sequence[str] = (), *, secret: str = ""
+    ) -> None:
         self.path = path
+        self.columns = tuple(columns)  # the file's own header, after ours
+        self.secret = secret  # the access token, never written
         self._stream: TextIO | None = None
         self._writer: Any = None
 
@@ -298,16 +453,24 @@ class _Details:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._stream = self.path.open("w", encoding="utf-8-sig", newline="")
             self._writer = csv.writer(self._stream, delimiter=";")
-            self._writer.writerow(self.HEADER)
+            self._writer.writerow(self._hide(self.HEADER + self.columns))
         self._writer.writerow(
-            (
-                line.line,
-                as_text(line.value),
-                line.decision,
-                as_text(line.number),
-                line.reason,
+            self._hide(
+                (
+                    str(line.line),
+                    as_text(line.value),
+                    line.decision,
+                    as_text(line.number),
+                    line.reason,
+                    *(as_text(cell) for cell in line.cells[: len(self.columns)]),
+                )
             )
         )
+
+    def _hide(self, cells: tuple[str, ...]) -> tuple[str, ...]:
+        if not self.secret:
+            return cells
+        return tuple(cell.replace(self.secret, "[jeton masqué]") for cell in cells)
 
     @property
     def written(self) -> bool:
@@ -316,6 +479,11 @@ class _Details:
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None and self.written:
+            self.path.unlink(missing_ok=True)
 
 
 def as_text(value: str) -> str:
@@ -335,6 +503,7 @@ def import_file(
     batch_id: str,
     options: Options = Options(),
     details_path: Path | None = None,
+    secret: str = "",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ImportReport:
     """Read ``path`` and queue its messages in ``db`` (None: report only).
@@ -347,31 +516,48 @@ def import_file(
     if db is not None:
         batches.sweep_abandoned(db, now())
         _check_batch(db, batch_id, append=options.append)
-    table = open_table(path, encoding=options.encoding)
-    details = _Details(details_path)
-    report = ImportReport(path, batch_id, kind=table.kind)
+    table = open_table(
+        path,
+        encoding=options.encoding,
+        sheet=options.sheet,
+        is_header=looks_like_header(options.phone_column),
+    )
+    details = _Details(details_path, table.header, secret=secret)
+    report = ImportReport(
+        path, batch_id, kind=table.kind, header_line=table.header_line
+    )
     import_id: int | None = None
     try:
-        phone = phone_column(table.header, options.phone_column)
+        phone = _phone_column_of(table, options.phone_column)
         report.phone_column = table.header[phone]
         composer = _Composer(campaign, table.header, batch_id)
         writing = db is not None and not options.dry_run
         if writing:
             assert db is not None
-            import_id = batches.begin_import(db, batch_id, str(path), now())
-        _read(db, table, phone, composer, options, report, details, import_id)
+            import_id = batches.begin_import(
+                db, batch_id, str(path), now(), append=options.append
+            )
+        known = (
+            _batch_numbers(db, batch_id, options.region)
+            if options.append and db
+            else set()
+        )
+        _read(db, table, phone, composer, options, report, details, import_id, known)
+        details.close()  # a report that cannot be written stops the import
         if report.rejected and not options.skip_rejected:
-            raise ImportRefused(report)
+            raise ImportRefused.rejected_lines(report)
         if not report.queued:
-            raise InvalidMessageError(f"{path}: no valid recipient, nothing queued")
+            raise ImportRefused.nothing_to_queue(report)
         if writing:
             assert db is not None and import_id is not None
             batches.finish_import(db, import_id, now())
             report.committed = True
-    except BaseException:
+    except BaseException as exc:
         if import_id is not None:
             assert db is not None
             batches.abort_import(db, import_id)
+        if not isinstance(exc, InvalidMessageError):
+            details.discard()  # interrupted: no report of an import not made
         raise
     finally:
         table.close()
@@ -379,6 +565,18 @@ def import_file(
         if details.written:
             report.details_path = details_path
     return report
+
+
+def _phone_column_of(table: Table, wanted: str | None) -> int:
+    try:
+        return phone_column(table.header, wanted)
+    except InvalidMessageError as exc:
+        if table.header_line == 1 and "no phone column" in str(exc):
+            raise InvalidMessageError(
+                f"{exc} (if line 1 is a title, the header must be among the"
+                " first 5 lines)"
+            ) from None
+        raise
 
 
 def _check_batch(db: QueueDB, batch_id: str, *, append: bool) -> None:
@@ -404,12 +602,19 @@ def _read(
     report: ImportReport,
     details: _Details,
     import_id: int | None,
+    known: set[int],
 ) -> None:
-    """Decide every line; write accepted ones in chunks while none is rejected."""
+    """Decide every line; write accepted ones in chunks while none is rejected.
+
+    ``known`` holds the numbers the batch already has (``--append``).
+    """
     scheduled = fmt(options.scheduled_at) if options.scheduled_at else None
     width = len(table.header)
-    # E.164 digits -> first line: what grows with the file (ints are compact).
-    seen: dict[int, int] = {}
+    while width and not table.header[width - 1]:
+        width -= 1  # a header ending with separators has no more columns
+    # E.164 digits -> (first line, hash of its message): what grows with the
+    # number of recipients (ints are compact).
+    seen: dict[int, tuple[int, int]] = {}
     chunk: list[NewMessage] = []
 
     def flush() -> None:
@@ -428,26 +633,50 @@ def _read(
                     f"{len(values)} colonnes au lieu de {width} : un séparateur dans"
                     " une valeur sans guillemets ?"
                 )
+            if len(values) < width:
+                raise InvalidMessageError(
+                    f"ligne incomplète : {len(values)} colonnes au lieu de {width},"
+                    " les valeurs seraient décalées"
+                )
             found = phones.read(raw, options.region, convert_old=options.convert_old)
             message = composer.compose(values, found.e164, scheduled)
         except InvalidMessageError as exc:
-            _note(report, details, Line(number, raw, Decision.REJECTED, str(exc)))
-            continue
-        first = seen.get(int(found.e164[1:]))
-        reason = f"même numéro qu'à la ligne {first}"
-        if first is None and options.append and db is not None:
-            reason = "numéro déjà dans le lot"
-            first = 0 if _in_batch(db, composer.batch_id, found.e164) else None
-        if first is not None:
-            line = Line(number, raw, Decision.DUPLICATE, reason, found.e164)
+            line = Line(number, raw, Decision.REJECTED, str(exc), cells=tuple(values))
             _note(report, details, line)
             continue
-        seen[int(found.e164[1:])] = number
+        digits = int(found.e164[1:])
+        content = hash((message.body, message.template_params))
+        if digits in seen:
+            first, first_content = seen[digits]
+            reason = f"même numéro qu'à la ligne {first}"
+            if content != first_content:
+                report.differing += 1
+                reason += (
+                    ", avec un autre message : seul celui de la ligne"
+                    f" {first} est envoyé"
+                )
+            line = Line(
+                number, raw, Decision.DUPLICATE, reason, found.e164, tuple(values)
+            )
+            _note(report, details, line)
+            continue
+        if digits in known:
+            reason = "ce numéro a déjà un message dans ce lot"
+            line = Line(
+                number, raw, Decision.IN_BATCH, reason, found.e164, tuple(values)
+            )
+            _note(report, details, line)
+            continue
+        seen[digits] = (number, content)
         if found.old_number is not None:
             reason = f"ancien numéro {found.old_number} converti (règle de 2021)"
-            line = Line(number, raw, Decision.CONVERTED, reason, found.e164)
+            line = Line(
+                number, raw, Decision.CONVERTED, reason, found.e164, tuple(values)
+            )
             _note(report, details, line)
         report.queued += 1
+        if report.example is None:
+            report.example = message
         report.by_country[found.country] += 1
         if found.operator and found.is_mobile:
             report.by_operator[found.operator] += 1
@@ -464,13 +693,17 @@ def _data_rows(rows: Iterator[Row]) -> Iterator[Row]:
             yield number, values
 
 
-def _in_batch(db: QueueDB, batch_id: str, recipient: str) -> bool:
-    """Tell whether the batch already held ``recipient`` before this import."""
-    row = db.conn.execute(
-        "SELECT 1 FROM whatsapp_queue WHERE batch_id = ? AND recipient = ? LIMIT 1",
-        (batch_id, recipient),
-    ).fetchone()
-    return row is not None
+def _batch_numbers(db: QueueDB, batch_id: str, region: str | None) -> set[int]:
+    """The numbers the batch already has, however they were stored."""
+    numbers: set[int] = set()
+    for (raw,) in db.conn.execute(
+        "SELECT recipient FROM whatsapp_queue WHERE batch_id = ?", (batch_id,)
+    ):
+        try:
+            numbers.add(int(phones.normalize(str(raw or ""), region).lstrip("+")))
+        except InvalidMessageError:
+            continue
+    return numbers
 
 
 def _note(report: ImportReport, details: _Details, line: Line) -> None:

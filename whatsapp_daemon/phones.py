@@ -19,6 +19,9 @@ from .errors import InvalidMessageError
 # dots, dashes, brackets, slashes.
 _SEPARATORS = re.compile(r"[\s.\-()/\u00a0\u202f\u2009]")
 _SCIENTIFIC = re.compile(r"^\d+(?:[.,]\d+)?[eE]\+?\d+$")
+_DECIMAL = re.compile(r"^\+?\d{5,}[.,]0+$")
+# Two numbers of at least eight digits apart from a separator: "07… / 05…".
+_TWO_NUMBERS = re.compile(r"\d(?:[\s.\-]?\d){7,}\s*(?:[/;,|&]|\bou\b|\bet\b)\s*\+?\d")
 # Spreadsheet ways of forcing text: ="0701020304" and '0701020304.
 _FORMULA_TEXT = re.compile(r'^="(.*)"$')
 
@@ -87,6 +90,13 @@ def read(raw: str, region: str | None = "CI", *, convert_old: bool = False) -> P
         raise InvalidMessageError(
             "notation scientifique (Excel) : chiffres perdus, saisir le numéro en texte"
         )
+    if _DECIMAL.match(text):
+        raise InvalidMessageError(
+            "nombre à virgule (ex. 2250701020304.0) : le tableur a traité le"
+            " numéro comme un nombre, saisir le numéro en texte"
+        )
+    if _TWO_NUMBERS.search(text):
+        raise InvalidMessageError("deux numéros dans la cellule : n'en garder qu'un")
     compact = _SEPARATORS.sub("", text)
     if compact.startswith("00"):
         compact = "+" + compact[2:]

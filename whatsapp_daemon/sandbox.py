@@ -19,7 +19,7 @@ What it answers is decided, in this order, by:
 Every send request is recorded once answered (a "hang" only when its wait
 ends, even if the client gave up); ``GET /_sandbox/requests`` lists them,
 ``GET /_sandbox/stats`` counts them and ``DELETE /_sandbox/requests`` forgets
-them. Run it with ``python -m whatsapp_daemon.sandbox --help``.
+them. Run it with ``whatsapp-daemon sandbox --help``.
 
 The access token is compared but never written to a response, a record or a log.
 """
@@ -712,7 +712,7 @@ def _host(text: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     """Describe the command-line options."""
     parser = _Parser(
-        prog="python -m whatsapp_daemon.sandbox",
+        prog="whatsapp-daemon sandbox",
         description="Imitate the WhatsApp Cloud API send endpoint on a loopback port.",
     )
     add = parser.add_argument

@@ -6,10 +6,12 @@ host's own time zone nor its daylight-saving changes move a message.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .errors import InvalidMessageError
+
+HORIZON = timedelta(days=366)  # a send time further away is a typo
 
 FORMATS = (
     "%Y-%m-%d %H:%M",
@@ -26,17 +28,26 @@ def parse_at(text: str, zone: ZoneInfo, now: datetime) -> datetime:
 
     A time that does not exist in the zone (skipped when clocks go forward)
     is refused; one that happens twice (clocks go back) means the later, so
-    that nothing leaves early. A time already past is refused.
+    that nothing leaves early. A time already past, or more than a year
+    ahead, is refused.
     """
     naive = _parse(text.strip(), zone)
     first = naive.replace(tzinfo=zone, fold=0)
     later = naive.replace(tzinfo=zone, fold=1)
-    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+    try:
+        skipped = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive
+        moment = max(first.astimezone(UTC), later.astimezone(UTC))
+    except OverflowError:
+        skipped, moment = False, now + 2 * HORIZON  # refused below as too far
+    if skipped:
         raise InvalidMessageError(
             f"--at {text!r}: this time does not exist in {zone.key} (the clocks"
             " skip it); choose another time"
         )
-    moment = max(first.astimezone(UTC), later.astimezone(UTC))
+    if moment > now + HORIZON:
+        raise InvalidMessageError(
+            f"--at {text!r}: more than a year ahead; check the year"
+        )
     if moment <= now:
         local_now = now.astimezone(zone).strftime("%Y-%m-%d %H:%M")
         raise InvalidMessageError(

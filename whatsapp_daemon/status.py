@@ -39,6 +39,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
             "counts": _counts(db),
             "batches": _batches(db),
             "oldest_due": _oldest_due(db, now),
+            "next_scheduled": _next_scheduled(db, now),
             "last_sent": _last_sent(db, now),
             "rate": {
                 "attempts_last_60s": _recent_attempts(db, now),
@@ -88,6 +89,19 @@ def _oldest_due(db: QueueDB, now: datetime) -> dict[str, Any] | None:
         return None
     age = _age(row["scheduled_at"], now)
     return {"id": row["id"], "scheduled_at": row["scheduled_at"], "age_seconds": age}
+
+
+def _next_scheduled(db: QueueDB, now: datetime) -> dict[str, Any] | None:
+    """The first pending message whose time has not come yet."""
+    row = db.conn.execute(
+        "SELECT id, scheduled_at FROM whatsapp_queue WHERE status = 'pending'"
+        " AND replace(scheduled_at, 'T', ' ') > ?"
+        " ORDER BY replace(scheduled_at, 'T', ' '), id LIMIT 1",
+        (fmt(now),),
+    ).fetchone()
+    if row is None:
+        return None
+    return {"id": row["id"], "scheduled_at": row["scheduled_at"]}
 
 
 def _last_sent(db: QueueDB, now: datetime) -> dict[str, Any] | None:
@@ -144,6 +158,12 @@ def render(status: dict[str, Any]) -> str:
     lines += _render_batches(status["batches"])
     lines.append("")
     lines.append(_oldest_line(status["oldest_due"]))
+    upcoming = status["next_scheduled"]
+    if upcoming:
+        lines.append(
+            f"Next scheduled message: #{upcoming['id']}, at"
+            f" {upcoming['scheduled_at']} UTC"
+        )
     lines.append(_last_sent_line(status["last_sent"]))
     rate = status["rate"]
     lines.append(
@@ -167,15 +187,14 @@ def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         "By batch:",
-        f"  {'batch':<24}{'state':<11}{'total':>7}{'pending':>9}{'sent':>7}"
-        f"{'failed':>8}{'unknown':>9}",
+        f"  {'batch':<24}{'state':<11}{'total':>7}{'pending':>9}{'sending':>9}"
+        f"{'sent':>7}{'failed':>8}{'cancel.':>8}{'unknown':>8}",
     ]
     for b in batches:
-        pending = (b["pending"] or 0) + (b["processing"] or 0)
         lines.append(
-            f"  {(b['batch'] or '(none)')[:23]:<24}{b['state']:<11}{b['total']:>7}"
-            f"{pending:>9}{b['sent'] or 0:>7}{b['failed'] or 0:>8}"
-            f"{b['unknown'] or 0:>9}"
+            f"  {(b['batch'] or '(none)'):<24}{b['state']:<11}{b['total']:>7}"
+            f"{b['pending'] or 0:>9}{b['processing'] or 0:>9}{b['sent'] or 0:>7}"
+            f"{b['failed'] or 0:>8}{b['cancelled'] or 0:>8}{b['unknown'] or 0:>8}"
         )
     return lines
 

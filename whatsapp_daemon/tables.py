@@ -14,7 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from itertools import chain, islice
@@ -27,10 +27,13 @@ DELIMITERS = ",;\t"
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 SAMPLE_BYTES = 1 << 20  # bytes read at a time while checking the encoding
 PEEK_ROWS = 50  # rows looked at for separators inside a single column
+SNIFF_LINES = 10  # lines looked at to find the separator
+TITLE_ROWS = 5  # non-blank lines looked at to find the header below a title
+MIXED_UTF8 = 3  # valid UTF-8 letters that make a file "UTF-8 with damage"
 # Characters of French text above ASCII, to tell Windows-1252 from Mac Roman:
 # the same byte is a French letter in one and a rare sign in the other.
 # Lower-case letters weigh more: an accent mostly sits inside a word.
-_FRENCH_LOWER = frozenset("àâäçéèêëîïôöùûüÿœæ\u2019«»€°")
+_FRENCH_LOWER = frozenset("àâäçéèêëîïôöùûüÿœæ\u2019\u201c\u201d\u2013\u2026«»€°")
 _FRENCH_UPPER = frozenset("ÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸŒÆ")
 # The delimiter given to the csv module for a file with a single column: a
 # control character no spreadsheet writes, so that no value is split.
@@ -48,6 +51,7 @@ class Table:
     header: list[str]
     rows: Iterator[Row]
     kind: str  # how the file was read, for the report
+    header_line: int = 1  # lines above it (a title) are skipped
     _closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -55,19 +59,34 @@ class Table:
             closer()
 
 
-def open_table(path: Path, *, encoding: str | None = None) -> Table:
-    """Open a CSV or ``.xlsx`` file; raise InvalidMessageError if unreadable."""
+HeaderTest = Callable[[list[str]], bool]
+
+
+def open_table(
+    path: Path,
+    *,
+    encoding: str | None = None,
+    sheet: str | None = None,
+    is_header: HeaderTest = lambda cells: True,
+) -> Table:
+    """Open a CSV or ``.xlsx`` file; raise InvalidMessageError if unreadable.
+
+    The header is the first non-blank line that ``is_header`` accepts among
+    the first few (a title above it is skipped), else the first one.
+    """
     if not path.is_file():
         raise InvalidMessageError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        return _open_xlsx(path)
+    with path.open("rb") as stream:
+        zipped = stream.read(4) == b"PK\x03\x04"
+    if suffix in (".xlsx", ".xlsm") or (zipped and suffix in (".csv", ".txt")):
+        return _open_xlsx(path, sheet, is_header)
     if suffix in (".xls", ".ods", ".numbers"):
         raise InvalidMessageError(
             f"{path}: {suffix} files cannot be read; save the sheet as .xlsx"
             " or as CSV (UTF-8)"
         )
-    return _open_csv(path, encoding)
+    return _open_csv(path, encoding, is_header)
 
 
 # -- CSV --------------------------------------------------------------------
@@ -83,6 +102,13 @@ def detect_encoding(path: Path) -> str:
         return "utf-16"
     if _decodes(path, "utf-8"):
         return "utf-8"
+    mixed = _utf8_mixed(path)
+    if mixed is not None:
+        raise InvalidMessageError(
+            f"{path}, line {mixed}: this line is not UTF-8 while the rest of the"
+            " file is (two encodings mixed); retype its accented letters, or give"
+            " --encoding"
+        )
     sample = _high_bytes_sample(path)
     if not _decodes(path, "cp1252"):
         return "mac-roman"
@@ -97,6 +123,27 @@ def _frenchness(text: str) -> int:
         for char in text
         if ord(char) > 0x7F
     )
+
+
+def _utf8_mixed(path: Path) -> int | None:
+    """The first line that is not UTF-8 in a file that otherwise is, or None.
+
+    A file in Windows-1252 or Mac Roman hardly ever holds a valid UTF-8
+    sequence; one that holds several and also bytes that are not UTF-8 was
+    pasted together from two sources and cannot be read whole either way.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    valid = 0
+    first_bad: int | None = None
+    line = 1
+    with path.open("rb") as stream:
+        while chunk := stream.read(SAMPLE_BYTES):
+            text = decoder.decode(chunk)
+            valid += sum(1 for char in text if ord(char) > 0x7F and char != "\ufffd")
+            if first_bad is None and "\ufffd" in text:
+                first_bad = line + text[: text.index("\ufffd")].count("\n")
+            line += text.count("\n")
+    return first_bad if valid >= MIXED_UTF8 else None
 
 
 def _decodes(path: Path, encoding: str) -> bool:
@@ -120,49 +167,64 @@ def _high_bytes_sample(path: Path) -> bytes:
     return b""
 
 
-def _open_csv(path: Path, encoding: str | None) -> Table:
+def _open_csv(path: Path, encoding: str | None, is_header: HeaderTest) -> Table:
+    given = encoding
     try:
         encoding = codecs.lookup(encoding or detect_encoding(path)).name
+        stream = path.open(encoding=encoding, newline="", errors="strict")
     except LookupError:
         raise InvalidMessageError(
-            f"--encoding {encoding}: unknown encoding; use utf-8, cp1252,"
+            f"--encoding {given}: not a text encoding; use utf-8, cp1252,"
             " latin-1 or mac_roman"
         ) from None
-    stream = path.open(encoding=encoding, newline="", errors="strict")
     try:
-        delimiter = _delimiter(stream)
+        delimiter, declared = _delimiter(stream)
         stream.seek(0)
-        reader = csv.reader(stream, delimiter=delimiter or _NO_DELIMITER)
+        reader = csv.reader(stream, delimiter=delimiter or _NO_DELIMITER, strict=True)
         rows = _csv_rows(path, reader, encoding)
-        header = _csv_header(path, rows, delimiter or _NO_DELIMITER)
+        if declared:
+            # Excel reads the "sep=" line as a setting and does not show it:
+            # number the lines as Excel shows them.
+            next(rows)
+            rows = ((number - 1, values) for number, values in rows)
+        line, header, rows = _find_header(path, rows, is_header)
         if delimiter is None:
             rows = _single_column(path, header, rows)
+    except UnicodeError:
+        stream.close()
+        raise _not_encoded(path, 1, encoding) from None
     except BaseException:
         stream.close()
         raise
     name = DELIMITER_NAMES.get(delimiter or "", "one column")
+    if delimiter and delimiter not in DELIMITER_NAMES:
+        name = f"separator {delimiter!r}"
     kind = f"CSV, {encoding}, {name}"
-    return Table(path, header, rows, kind, [stream.close])
+    return Table(path, header, rows, kind, line, [stream.close])
 
 
-def _delimiter(stream: Any) -> str | None:
-    """Pick the separator the header line uses most, outside quotes."""
-    line = ""
-    for line in stream:
-        if line.strip():
-            break
-    declared = _SEP_LINE.match(line.strip("\r\n"))
-    if declared:
-        return declared.group(1)
+def _delimiter(stream: Any) -> tuple[str | None, bool]:
+    """Pick the separator of the file: (separator or None, declared by sep=).
+
+    Excel's ``sep=;`` first line says it; otherwise the separator used most,
+    outside quotes, over the first non-blank lines (a title line above the
+    header may hold none, or a stray comma).
+    """
+    lines = [line for line in islice(stream, SNIFF_LINES) if line.strip()]
+    if lines:
+        declared = _SEP_LINE.match(lines[0].strip("\r\n"))
+        if declared:
+            return declared.group(1), True
     counts = dict.fromkeys(DELIMITERS, 0)
-    quoted = False
-    for char in line:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
+    for line in lines:
+        quoted = False
+        for char in line:
+            if char == '"':
+                quoted = not quoted
+            elif not quoted and char in counts:
+                counts[char] += 1
     best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else None
+    return (best if counts[best] else None), False
 
 
 def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[Row]:
@@ -171,26 +233,42 @@ def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[Row]:
         for values in reader:
             start = previous + 1
             previous = reader.line_num
-            yield start, values
-    except UnicodeDecodeError as exc:
-        raise InvalidMessageError(
-            f"{path}, after line {previous}: byte {exc.object[exc.start]:#x} is not"
-            f" {encoding}; give the file's encoding with --encoding (cp1252,"
-            " mac_roman, ...)"
-        ) from None
+            yield start, [value.lstrip("\ufeff") for value in values]
+    except UnicodeError:
+        raise _not_encoded(path, previous + 1, encoding) from None
     except csv.Error as exc:
         raise InvalidMessageError(
-            f"{path}, line {previous + 1}: {exc}; a quote opened and never closed?"
+            f"{path}, line {previous + 1}: {exc} (a quote opened and never"
+            " closed?); fix the quotes of that line"
         ) from None
 
 
-def _csv_header(path: Path, rows: Iterator[Row], delimiter: str) -> list[str]:
-    for _, values in rows:
-        if _SEP_LINE.match(delimiter.join(values)):
-            continue  # Excel's "sep=;" line
-        if any(value.strip() for value in values):
-            return [value.strip().lstrip("\ufeff") for value in values]
-    raise InvalidMessageError(f"{path}: the file is empty; it needs a header line")
+def _not_encoded(path: Path, line: int, encoding: str) -> InvalidMessageError:
+    return InvalidMessageError(
+        f"{path}, from line {line}: the text is not {encoding}; give the file's"
+        " encoding with --encoding (utf-8, cp1252, mac_roman, ...)"
+    )
+
+
+def _find_header(
+    path: Path, rows: Iterator[Row], is_header: HeaderTest
+) -> tuple[int, list[str], Iterator[Row]]:
+    """Return (line, header, the rows after it); see :func:`open_table`."""
+    seen: list[Row] = []
+    for number, values in rows:
+        if not any(value.strip() for value in values):
+            continue
+        cells = [value.strip().lstrip("\ufeff") for value in values]
+        seen.append((number, cells))
+        if is_header(cells):
+            return number, cells, rows
+        if len(seen) == TITLE_ROWS:
+            break
+    if not seen:
+        raise InvalidMessageError(f"{path}: the file is empty; it needs a header line")
+    number, cells = seen[0]
+    later = [(n, v) for n, v in seen[1:]]
+    return number, cells, chain(later, rows)
 
 
 def _single_column(path: Path, header: list[str], rows: Iterator[Row]) -> Iterator[Row]:
@@ -217,7 +295,7 @@ def _single_column(path: Path, header: list[str], rows: Iterator[Row]) -> Iterat
 # -- xlsx -------------------------------------------------------------------
 
 
-def _open_xlsx(path: Path) -> Table:
+def _open_xlsx(path: Path, wanted: str | None, is_header: HeaderTest) -> Table:
     import openpyxl  # imported here: only .xlsx files need it
 
     try:
@@ -228,25 +306,54 @@ def _open_xlsx(path: Path) -> Table:
             " open it in Excel and save it again"
         ) from None
     try:
-        sheet = workbook.worksheets[0]
-        rows = (
-            (number, [cell_text(value) for value in values])
-            for number, values in enumerate(sheet.iter_rows(values_only=True), 1)
-        )
-        header: list[str] | None = None
-        for _, values in rows:
-            if any(value.strip() for value in values):
-                header = [value.strip() for value in values]
-                break
-        if header is None:
-            raise InvalidMessageError(f"{path}: the first sheet is empty")
+        sheet = _sheet(path, workbook, wanted)
+        # Some programs write a wrong size in the sheet; read it all.
+        sheet.reset_dimensions()
+        rows = _xlsx_rows(path, sheet)
+        try:
+            line, header, rows = _find_header(path, rows, is_header)
+        except InvalidMessageError as exc:
+            if "empty" not in str(exc):
+                raise
+            raise InvalidMessageError(
+                f"{path}: the sheet {sheet.title!r} is empty"
+            ) from None
         while header and not header[-1]:
             header.pop()
     except BaseException:
         workbook.close()
         raise
     kind = f"Excel workbook, sheet {sheet.title!r}"
-    return Table(path, header, rows, kind, [workbook.close])
+    return Table(path, header, rows, kind, line, [workbook.close])
+
+
+def _sheet(path: Path, workbook: Any, wanted: str | None) -> Any:
+    """The sheet named ``wanted``, else the first one a person sees."""
+    sheets = [s for s in workbook.worksheets if hasattr(s, "iter_rows")]
+    if wanted is not None:
+        for sheet in sheets:
+            if sheet.title == wanted:
+                return sheet
+        names = ", ".join(repr(sheet.title) for sheet in sheets)
+        raise InvalidMessageError(
+            f"--sheet {wanted}: no such sheet; {path} has {names}"
+        )
+    visible = [s for s in sheets if s.sheet_state == "visible"]
+    if not visible:
+        raise InvalidMessageError(f"{path}: the workbook has no visible sheet")
+    return visible[0]
+
+
+def _xlsx_rows(path: Path, sheet: Any) -> Iterator[Row]:
+    number = 0
+    try:
+        for number, values in enumerate(sheet.iter_rows(values_only=True), 1):
+            yield number, [cell_text(value).lstrip("\ufeff") for value in values]
+    except Exception as exc:  # a damaged cell or sheet, in many forms
+        raise InvalidMessageError(
+            f"{path}, row {number + 1}: unreadable cell ({type(exc).__name__});"
+            " open the workbook in Excel and save it again"
+        ) from None
 
 
 def cell_text(value: Any) -> str:
@@ -263,7 +370,7 @@ def cell_text(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
+        if value.is_integer():
             return str(int(value))
         return repr(value).replace(".", ",")
     if isinstance(value, datetime):
