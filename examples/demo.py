@@ -46,7 +46,6 @@ def main() -> int:
         str(EXAMPLES / "template.json"),
         "--convert-old-numbers",
         "--skip-rejected",
-        summary=True,
     )
     sandbox, port = _start_sandbox(env)
     env["WHATSAPP_API_BASE_URL"] = f"http://127.0.0.1:{port}"
@@ -93,13 +92,10 @@ def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def _daemon_cli(env: dict[str, str], *args: str, summary: bool = False) -> None:
+def _daemon_cli(env: dict[str, str], *args: str) -> None:
     command = [sys.executable, "-m", "whatsapp_daemon", *args]
     result = subprocess.run(command, env=env, cwd=WORK, capture_output=True, text=True)
-    lines = result.stdout.splitlines()
-    if summary and len(lines) > 14:
-        lines = [*lines[:12], f"  ... ({len(lines) - 13} more lines)", lines[-1]]
-    print("\n".join(lines), flush=True)
+    print(result.stdout, end="", flush=True)
     if result.returncode != 0:
         sys.exit(f"demo: {' '.join(args[:1])} failed: {result.stderr.strip()}")
 
