@@ -276,8 +276,14 @@ def _require_import(conn: Any, import_id: int) -> None:
         )
 
 
-def abort_import(db: QueueDB, import_id: int, *, chunk: int = 5000) -> int:
-    """Remove what an unfinished import wrote, in short transactions."""
+def abort_import(
+    db: QueueDB, import_id: int, batch_id: str | None = None, *, chunk: int = 5000
+) -> int:
+    """Remove what an unfinished import wrote, in short transactions.
+
+    ``batch_id`` forgets the batch too if the import created it and nothing
+    else uses it (known to the importer even if its import row is gone).
+    """
     removed = 0
     while True:
         with db.write() as conn:
@@ -292,8 +298,9 @@ def abort_import(db: QueueDB, import_id: int, *, chunk: int = 5000) -> int:
                     "DELETE FROM whatsapp_imports WHERE id = ? RETURNING batch_id",
                     (import_id,),
                 ).fetchone()
-                if row is not None:
-                    _drop_if_empty(conn, row[0])
+                batch = row[0] if row is not None else batch_id
+                if batch is not None:
+                    _drop_if_empty(conn, batch)
                 return removed
 
 

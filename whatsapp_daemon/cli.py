@@ -321,6 +321,10 @@ def _template_file(path: Path) -> importer.Campaign:
     example = '{"name": "rappel_paiement", "language": "fr", "params": ["nom"]}'
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidMessageError(
+            f"--template-file {path}: cannot be read ({exc.strerror}); check the path"
+        ) from None
     except (ValueError, UnicodeError) as exc:
         raise InvalidMessageError(
             f"--template-file {path}: not JSON ({exc}); write {example}"
@@ -386,7 +390,9 @@ def _import(args: argparse.Namespace) -> int:
     if options.scheduled_at:
         print(f"to send at {scheduling.describe(options.scheduled_at, settings.zone)}")
     if args.dry_run:
-        print(f"dry run: would queue {report.queued} messages in batch {args.batch}")
+        _print_lines(
+            [f"dry run: would queue {report.queued} messages in batch {args.batch}"]
+        )
         return Exit.OK
     logs.logger.info(
         "Import d'une campagne",
@@ -398,7 +404,7 @@ def _import(args: argparse.Namespace) -> int:
             rejected=report.rejected,
         ),
     )
-    print(f"queued {report.queued} messages in batch {args.batch}")
+    _print_lines([f"queued {report.queued} messages in batch {args.batch}"])
     return Exit.OK
 
 
@@ -413,6 +419,11 @@ def _check_report_path(report: Path, source: Path, settings: Settings) -> None:
         settings.log_path: "the log",
         ENV_FILE_PATH: "the settings",
     }
+    if report.exists() and not report.is_file():
+        raise InvalidMessageError(
+            f"--report {report}: not a regular file; give a file name such as"
+            " lignes-rejetees.csv"
+        )
     target = report.resolve()
     for path, what in guarded.items():
         if path.resolve() == target:

@@ -11,6 +11,7 @@ one is written; an interrupted import removes what it wrote.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import string
 import unicodedata
@@ -47,8 +48,13 @@ TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")
 # What a formula shows when it fails; such a cell is never a real value.
 EXCEL_ERRORS = frozenset(
-    {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!", "#SPILL!"}
-)
+    {
+        "#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!",
+        "#SPILL!", "#CALC!", "#FIELD!", "#GETTING_DATA",
+        # as a French-language Excel writes them
+        "#VALEUR!", "#NOMBRE!", "#NOM?", "#NUL!", "#PROPAGATION!", "#CHAMP!",
+    }
+)  # fmt: skip
 SCREEN_LINES = 20  # rejected lines shown on screen; all are in the CSV report
 TEXT_CELL_LIMIT = 200  # characters of a value kept in the report (Excel: 255)
 
@@ -171,7 +177,8 @@ class ImportReport:
                 out.append(f"  ... and {self.rejected - len(self.shown)} more")
         if self.details_path is not None:
             out.append(
-                f"Every rejected, duplicate and converted line: {self.details_path}"
+                "Every line not queued as written (rejected, duplicate, already"
+                f" in the batch, converted): {self.details_path}"
             )
         return out
 
@@ -432,7 +439,9 @@ class _Details:
     computer opens it in columns with the accents right. Numbers are written
     ``="0701020304"``, which Excel shows as that text instead of dropping
     the zero or turning ``+2250701020304`` into ``2,25E+12`` (and which the
-    import reads back as the number).
+    import reads back as the number). It is written beside its place under
+    a temporary name and moved there once complete, so that a failed import
+    never leaves half a report, nor removes a file that was there before.
     """
 
     HEADER = ("ligne", "valeur", "decision", "numero", "raison")
@@ -441,8 +450,9 @@ class _Details:
         self, path: Path | None, columns: Sequence[str] = (), *, secret: str = ""
     ) -> None:
         self.path = path
-        self.columns = tuple(columns)  # the file's own header, after ours
         self.secret = secret  # the access token, never written
+        self.columns = tuple(self._hide(name) for name in columns)
+        self._partial: Path | None = None
         self._stream: TextIO | None = None
         self._writer: Any = None
 
@@ -451,39 +461,41 @@ class _Details:
             return
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream = self.path.open("w", encoding="utf-8-sig", newline="")
+            self._partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            self._stream = self._partial.open("w", encoding="utf-8-sig", newline="")
             self._writer = csv.writer(self._stream, delimiter=";")
-            self._writer.writerow(self._hide(self.HEADER + self.columns))
+            self._writer.writerow(self.HEADER + self.columns)
         self._writer.writerow(
-            self._hide(
-                (
-                    str(line.line),
-                    as_text(line.value),
-                    line.decision,
-                    as_text(line.number),
-                    line.reason,
-                    *(as_text(cell) for cell in line.cells[: len(self.columns)]),
-                )
+            (
+                str(line.line),
+                as_text(self._hide(line.value)),
+                line.decision,
+                as_text(line.number),
+                self._hide(line.reason),
+                *(as_text(self._hide(cell)) for cell in line.cells),
             )
         )
 
-    def _hide(self, cells: tuple[str, ...]) -> tuple[str, ...]:
-        if not self.secret:
-            return cells
-        return tuple(cell.replace(self.secret, "[jeton masqué]") for cell in cells)
+    def _hide(self, text: str) -> str:
+        return text.replace(self.secret, "[jeton masqué]") if self.secret else text
 
     @property
     def written(self) -> bool:
         return self._writer is not None
 
     def close(self) -> None:
-        if self._stream is not None:
+        """Finish the report and move it into place."""
+        if self._stream is not None and not self._stream.closed:
             self._stream.close()
+            assert self._partial is not None and self.path is not None
+            os.replace(self._partial, self.path)
 
     def discard(self) -> None:
-        self.close()
-        if self.path is not None and self.written:
-            self.path.unlink(missing_ok=True)
+        """Drop the report of an import that did not happen."""
+        if self._stream is not None and not self._stream.closed:
+            self._stream.close()
+        if self._partial is not None:
+            self._partial.unlink(missing_ok=True)
 
 
 def as_text(value: str) -> str:
@@ -522,6 +534,8 @@ def import_file(
         sheet=options.sheet,
         is_header=looks_like_header(options.phone_column),
     )
+    if secret:
+        table.header = [name.replace(secret, "[jeton masqué]") for name in table.header]
     details = _Details(details_path, table.header, secret=secret)
     report = ImportReport(
         path, batch_id, kind=table.kind, header_line=table.header_line
@@ -555,7 +569,7 @@ def import_file(
     except BaseException as exc:
         if import_id is not None:
             assert db is not None
-            batches.abort_import(db, import_id)
+            batches.abort_import(db, import_id, batch_id)
         if not isinstance(exc, InvalidMessageError):
             details.discard()  # interrupted: no report of an import not made
         raise

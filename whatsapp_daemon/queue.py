@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -207,7 +208,7 @@ class QueueDB:
 
     def migrate(self) -> None:
         """Create the tables, or add the columns an older table lacks."""
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         with self.write() as conn:
             _execute_all(conn, SCHEMA)
             present = {
@@ -219,6 +220,25 @@ class QueueDB:
                         f"ALTER TABLE whatsapp_queue ADD COLUMN {name} {declaration}"
                     )
             _execute_all(conn, INDEXES)
+
+    def _use_wal(self) -> None:
+        """Switch to WAL, waiting like any write while another process works.
+
+        Changing the journal mode does not wait on the busy timeout: two
+        programs opening a new database at once would see "database is
+        locked" at once.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                row = self.conn.execute("PRAGMA journal_mode").fetchone()
+                if row is None or str(row[0]).lower() != "wal":
+                    self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- queueing -------------------------------------------------------
 

@@ -37,8 +37,11 @@ def parse_at(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     try:
         skipped = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive
         moment = max(first.astimezone(UTC), later.astimezone(UTC))
-    except OverflowError:
-        skipped, moment = False, now + 2 * HORIZON  # refused below as too far
+    except OverflowError:  # year 1 or 9999: past or too far, by the calendar
+        skipped = False
+        moment = (
+            now - HORIZON if naive < now.replace(tzinfo=None) else now + 2 * HORIZON
+        )
     if skipped:
         raise InvalidMessageError(
             f"--at {text!r}: this time does not exist in {zone.key} (the clocks"

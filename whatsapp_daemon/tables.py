@@ -192,7 +192,7 @@ def _open_csv(path: Path, encoding: str | None, is_header: HeaderTest) -> Table:
             rows = _single_column(path, header, rows)
     except UnicodeError:
         stream.close()
-        raise _not_encoded(path, 1, encoding) from None
+        raise _not_encoded(path, None, encoding) from None
     except BaseException:
         stream.close()
         raise
@@ -206,8 +206,8 @@ def _open_csv(path: Path, encoding: str | None, is_header: HeaderTest) -> Table:
 def _delimiter(stream: Any) -> tuple[str | None, bool]:
     """Pick the separator of the file: (separator or None, declared by sep=).
 
-    Excel's ``sep=;`` first line says it; otherwise the separator used most,
-    outside quotes, over the first non-blank lines (a title line above the
+    Excel's ``sep=;`` first line says it; otherwise the separator found, outside
+    quotes, on most of the first non-blank lines (a title line above the
     header may hold none, or a stray comma).
     """
     lines = [line for line in islice(stream, SNIFF_LINES) if line.strip()]
@@ -215,16 +215,22 @@ def _delimiter(stream: Any) -> tuple[str | None, bool]:
         declared = _SEP_LINE.match(lines[0].strip("\r\n"))
         if declared:
             return declared.group(1), True
+    holding = dict.fromkeys(DELIMITERS, 0)  # lines holding each separator
     counts = dict.fromkeys(DELIMITERS, 0)
     for line in lines:
+        found: set[str] = set()
         quoted = False
         for char in line:
             if char == '"':
                 quoted = not quoted
             elif not quoted and char in counts:
                 counts[char] += 1
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return (best if counts[best] else None), False
+                found.add(char)
+        for char in found:
+            holding[char] += 1
+    best = max(DELIMITERS, key=lambda d: (holding[d], counts[d]))
+    # A separator shows on most lines; one comma in one value is not one.
+    return (best if holding[best] * 2 > len(lines) else None), False
 
 
 def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[Row]:
@@ -243,10 +249,11 @@ def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[Row]:
         ) from None
 
 
-def _not_encoded(path: Path, line: int, encoding: str) -> InvalidMessageError:
+def _not_encoded(path: Path, line: int | None, encoding: str) -> InvalidMessageError:
+    where = f"{path}, from line {line}" if line else f"{path}, in the first lines"
     return InvalidMessageError(
-        f"{path}, from line {line}: the text is not {encoding}; give the file's"
-        " encoding with --encoding (utf-8, cp1252, mac_roman, ...)"
+        f"{where}: the text is not {encoding}; give the file's encoding with"
+        " --encoding (utf-8, cp1252, mac_roman, ...)"
     )
 
 
@@ -298,9 +305,12 @@ def _single_column(path: Path, header: list[str], rows: Iterator[Row]) -> Iterat
 def _open_xlsx(path: Path, wanted: str | None, is_header: HeaderTest) -> Table:
     import openpyxl  # imported here: only .xlsx files need it
 
+    # An open file, so that a workbook saved under another name still opens.
+    stream = path.open("rb")
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a bad file
+        stream.close()
         raise InvalidMessageError(
             f"{path}: not a readable .xlsx workbook ({type(exc).__name__});"
             " open it in Excel and save it again"
@@ -322,9 +332,10 @@ def _open_xlsx(path: Path, wanted: str | None, is_header: HeaderTest) -> Table:
             header.pop()
     except BaseException:
         workbook.close()
+        stream.close()
         raise
     kind = f"Excel workbook, sheet {sheet.title!r}"
-    return Table(path, header, rows, kind, line, [workbook.close])
+    return Table(path, header, rows, kind, line, [workbook.close, stream.close])
 
 
 def _sheet(path: Path, workbook: Any, wanted: str | None) -> Any:
@@ -370,7 +381,9 @@ def cell_text(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value.is_integer():
+        # Excel keeps 15 significant digits; a whole number within them is
+        # exactly what was typed, one beyond them has lost its last digits.
+        if value.is_integer() and float(f"{value:.15g}") == value:
             return str(int(value))
         return repr(value).replace(".", ",")
     if isinstance(value, datetime):
