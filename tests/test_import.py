@@ -6,6 +6,7 @@ Each test runs ``python -m whatsapp_daemon`` in ``tmp_path`` with only
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -146,6 +147,101 @@ def test_reimporting_a_batch_is_refused_unless_appending(
     assert appended.returncode == Exit.OK, appended.stderr
     assert queued(database)[-1]["recipient"] == "+2250501020309"
     assert len(queued(database)) == 5
+
+
+def test_append_skips_the_numbers_the_batch_already_has(
+    cli: Run, mixed_csv: Path, tmp_path: Path, database: Path
+) -> None:
+    """--append queues only new numbers; the others are "déjà dans le lot".
+
+    They are counted on screen apart from the duplicates of the file, and
+    listed in the details CSV with the number they were read as.
+    """
+    cli(
+        "import",
+        mixed_csv,
+        "--batch",
+        "B-1",
+        "--template-file",
+        TEMPLATE_FILE,
+        "--skip-rejected",
+    )
+    more = tmp_path / "more.csv"
+    more.write_text(
+        "nom,telephone,montant\n"
+        "Aya,07.01.02.03.04,10 000\n"
+        "Hawa,0501020309,5 000\n"
+        "Drissa,+225 07 01 02 03 07,40 000\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "lignes.csv"
+
+    done = cli(
+        "import",
+        more,
+        "--batch",
+        "B-1",
+        "--template-file",
+        TEMPLATE_FILE,
+        "--append",
+        "--report",
+        report,
+    )
+
+    assert done.returncode == Exit.OK, done.stderr
+    assert [row["recipient"] for row in queued(database)] == [
+        *ACCEPTED,
+        "+2250501020309",
+    ]
+    assert re.search(
+        r"^\s+2 numbers already in the batch, skipped$", done.stdout, re.MULTILINE
+    )
+    assert re.search(r"^\s+0 duplicates ", done.stdout, re.MULTILINE)
+    assert "queued 1 messages in batch B-1" in done.stdout
+    with report.open(encoding="utf-8-sig", newline="") as stream:
+        header, *lines = csv.reader(stream, delimiter=";")
+    assert header == [
+        "ligne", "valeur", "decision", "numero", "raison", "nom", "telephone",
+        "montant",
+    ]  # fmt: skip
+    assert [line[:4] for line in lines] == [
+        ["2", '="07.01.02.03.04"', "déjà dans le lot", '="+2250701020304"'],
+        ["4", '="+225 07 01 02 03 07"', "déjà dans le lot", '="+2250701020307"'],
+    ]
+    assert lines[0][5:] == ['="Aya"', '="07.01.02.03.04"', '="10 000"']
+
+
+def test_screen_lists_twenty_rejected_lines_and_counts_the_others(
+    cli: Run, tmp_path: Path
+) -> None:
+    """Past 20 rejected lines the screen says how many more; the CSV has all."""
+    path = tmp_path / "numeros.csv"
+    lines = ["telephone", "0701020304", *(f"abc{n}" for n in range(25))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = tmp_path / "lignes.csv"
+
+    done = cli(
+        "import",
+        path,
+        "--batch",
+        "B-2",
+        "--text",
+        "Bonjour",
+        "--skip-rejected",
+        "--report",
+        report,
+    )
+
+    assert done.returncode == Exit.OK, done.stderr
+    shown = done.stdout.splitlines()
+    start = shown.index("Rejected lines (first 20):")
+    listed = shown[start + 1 : start + 21]
+    assert listed == [
+        f"  line {n + 3}: 'abc{n}': caractères non numériques" for n in range(20)
+    ]
+    assert shown[start + 21] == "  ... and 5 more"
+    with report.open(encoding="utf-8-sig", newline="") as stream:
+        assert len(list(csv.reader(stream, delimiter=";"))) == 1 + 25
 
 
 def test_dry_run_reports_but_queues_nothing(

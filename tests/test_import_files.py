@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,16 +127,23 @@ def outcome(
 
 _COUNTS = {
     "queued": r"^\s+(\d+) messages (?:queued|to queue) in batch ",
-    "duplicates": r"^\s+(\d+) duplicates ",
+    "duplicates": r"^\s+(\d+) duplicates \(same number as an earlier line\)$",
+    "differing": (
+        r"^\s+of which (\d+) with a different message:"
+        r" only the first line's is sent$"
+    ),
+    "in_batch": r"^\s+(\d+) numbers already in the batch, skipped$",
     "rejected": r"^\s+(\d+) lines rejected$",
     "converted": r"^\s+(\d+) old 8-digit numbers converted$",
     "rows_read": r": (\d+) lines read \(",
 }
+# Counts the report shows only when they are not 0.
+_SHOWN_IF_ANY = ("differing", "in_batch", "converted")
 
 
 def screen_counts(stdout: str) -> dict[str, int]:
-    """The counts the screen report shows; converted is 0 when not shown."""
-    counts = {"converted": 0}
+    """The counts the screen report shows; one shown only if not 0 is 0."""
+    counts = dict.fromkeys(_SHOWN_IF_ANY, 0)
     for name, pattern in _COUNTS.items():
         found = re.search(pattern, stdout, re.MULTILINE)
         if found:
@@ -152,10 +160,32 @@ def screen_tally(stdout: str, title: str) -> dict[str, int]:
     return {name: int(count) for name, count in pairs}
 
 
-def details_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of the details CSV, read as Excel would (BOM, semicolons)."""
+DETAILS_HEADER = ["ligne", "valeur", "decision", "numero", "raison"]
+
+
+@dataclass
+class DetailsRow:
+    """One row of the details CSV: its own five cells, then the file's line."""
+
+    line: int
+    value: str
+    decision: str
+    number: str
+    reason: str
+    cells: list[str]
+
+
+def details_csv(path: Path) -> tuple[list[str], list[DetailsRow]]:
+    """The header and rows of the details CSV, read as Excel would.
+
+    Read by position: the file's own header may repeat one of the five
+    names (a column ``numero``).
+    """
     with path.open(encoding="utf-8-sig", newline="") as stream:
-        return list(csv.DictReader(stream, delimiter=";"))
+        header, *rows = csv.reader(stream, delimiter=";")
+    return header, [
+        DetailsRow(int(row[0]), row[1], row[2], row[3], row[4], row[5:]) for row in rows
+    ]
 
 
 def excel_text(cell: str) -> str:
@@ -184,13 +214,15 @@ def test_exit_status_and_error_line_are_as_documented(outcome: Outcome) -> None:
 
 
 def test_screen_report_counts_match_the_manifest(outcome: Outcome) -> None:
-    """Lines read, queued, duplicates, rejected and converted are as documented."""
+    """Lines read, queued, duplicates (differing), rejected, converted as documented."""
     case = outcome.case
     shown = screen_counts(outcome.done.stdout)
-    for name in ("rows_read", "queued", "duplicates", "rejected", "converted"):
+    for name in ("rows_read", "queued", "duplicates", "rejected"):
         if name in case:
             assert shown.get(name) == case[name], (name, outcome.explain())
     if "queued" in case:
+        for name in _SHOWN_IF_ANY:
+            assert shown[name] == case.get(name, 0), (name, outcome.explain())
         committed = case["exit"] == Exit.OK and not outcome.dry_run
         verb = "queued" if committed else "to queue"
         assert f"messages {verb} in batch {outcome.batch}" in outcome.done.stdout
@@ -206,7 +238,24 @@ def test_report_names_how_the_file_was_read(outcome: Outcome) -> None:
     if "kind" in case:
         assert f"({case['kind']}; phone column " in outcome.done.stdout
     if "phone_column" in case:
-        assert f"; phone column {case['phone_column']!r})" in outcome.done.stdout
+        line = case.get("header_line", 1)
+        title = f", header on line {line}" if line > 1 else ""
+        expected = f"; phone column {case['phone_column']!r}{title})"
+        assert expected in outcome.done.stdout, outcome.explain()
+    if "queued" in case and "header_line" not in case:
+        assert "header on line" not in outcome.done.stdout
+
+
+def test_report_shows_the_first_message_as_it_will_be_sent(
+    outcome: Outcome,
+) -> None:
+    """``First message:`` gives the recipient, the template and its parameters."""
+    case = outcome.case
+    if "first_message" not in case:
+        assert "First message:" not in outcome.done.stdout
+        return
+    lines = outcome.done.stdout.splitlines()
+    assert f"First message: {case['first_message']}" in lines, outcome.explain()
 
 
 def test_recipients_are_counted_by_country_and_operator(outcome: Outcome) -> None:
@@ -255,30 +304,53 @@ def test_queued_messages_carry_the_documented_content(outcome: Outcome) -> None:
 def test_details_csv_lists_every_line_not_simply_queued(outcome: Outcome) -> None:
     """The details CSV has one row per rejected, duplicate or converted line.
 
-    Values and numbers are written ``="..."`` so that Excel keeps them as
-    written (no lost zero, no ``2,25E+12``).
+    Its header is ``ligne;valeur;decision;numero;raison`` then the file's
+    own header; each row ends with all the cells of its line (a cell beyond
+    the header included), so that a person can find it and see what is wrong.
+    Values, numbers and cells are written ``="..."`` so that Excel keeps them
+    as written (no lost zero, no ``2,25E+12``).
     """
     expected: list[dict[str, Any]] = outcome.case.get("details", [])
     if not expected:
         assert not outcome.details.exists()
         return
     assert outcome.details.read_bytes().startswith(b"\xef\xbb\xbf")  # BOM, for Excel
-    with outcome.details.open(encoding="utf-8-sig", newline="") as stream:
-        header = next(csv.reader(stream, delimiter=";"))
-    assert header == ["ligne", "valeur", "decision", "numero", "raison"]
-    written = details_rows(outcome.details)
-    assert [(int(r["ligne"]), r["decision"]) for r in written] == [
+    columns: list[str] = outcome.case["columns"]
+    header, written = details_csv(outcome.details)
+    assert header == DETAILS_HEADER + columns
+    assert [(row.line, row.decision) for row in written] == [
         (line["line"], line["decision"]) for line in expected
     ]
+    phone = columns.index(outcome.case["phone_column"])
     for row, line in zip(written, expected, strict=True):
-        assert line["reason"] in row["raison"], (row, line)
-        value, number = excel_text(row["valeur"]), excel_text(row["numero"])
+        assert line["reason"] in row.reason, (row, line)
+        value, number = excel_text(row.value), excel_text(row.number)
+        cells = [excel_text(cell) for cell in row.cells]
+        assert (cells[phone] if phone < len(cells) else "").strip() == value
         if "value" in line:
             assert value == line["value"]
+        if "cells" in line:
+            assert cells == line["cells"]
         if "number" in line:
             assert number == line["number"]
         elif line["decision"] == "rejetée":
-            assert row["numero"] == ""
+            assert row.number == ""
+
+
+def test_details_csv_agrees_with_the_screen_counts(outcome: Outcome) -> None:
+    """As many rows of each decision as the report counts on screen."""
+    if not outcome.details.exists():
+        return
+    _, written = details_csv(outcome.details)
+    decisions = Counter(row.decision for row in written)
+    shown = screen_counts(outcome.done.stdout)
+    assert decisions["rejetée"] == shown["rejected"]
+    assert decisions["doublon"] == shown["duplicates"]
+    assert decisions["convertie"] == shown["converted"]
+    assert decisions["déjà dans le lot"] == shown["in_batch"]
+    differing = [row for row in written if "avec un autre message" in row.reason]
+    assert len(differing) == shown["differing"]
+    assert {row.decision for row in differing} <= {"doublon"}
 
 
 def test_rejected_lines_are_shown_on_screen_with_their_reason(

@@ -50,6 +50,8 @@ FOREIGN = [
 OLD_NUMBER = "ancien numéro à 8 chiffres (avant 2021)"
 LOST_ZERO = "9 chiffres sans le 0 initial : zéro perdu par un tableur ?"
 SCIENTIFIC = "notation scientifique (Excel)"
+TWO_NUMBERS = "deux numéros dans la cellule : n'en garder qu'un"
+DECIMAL = "nombre à virgule (ex. 2250701020304.0)"
 
 REFUSED = [
     pytest.param("", "numéro vide", id="empty"),
@@ -59,7 +61,16 @@ REFUSED = [
     pytest.param("abc", "caractères non numériques", id="letters"),
     pytest.param("+", "caractères non numériques", id="lone-plus"),
     pytest.param("07 01 02 03 04 ext 5", "caractères non numériques", id="ext"),
-    pytest.param("0707123456;0505", "caractères non numériques", id="semicolon"),
+    pytest.param("0707123456;0505", TWO_NUMBERS, id="semicolon"),
+    pytest.param("07 01 02 03 04 / 05 01 02 03 04", TWO_NUMBERS, id="two-slash"),
+    pytest.param("0701020304; 0501020304", TWO_NUMBERS, id="two-semicolon"),
+    pytest.param("0701020304, 0501020304", TWO_NUMBERS, id="two-comma"),
+    pytest.param("07 01 02 03 04 ou 05 01 02 03 04", TWO_NUMBERS, id="two-ou"),
+    pytest.param("07.01.02.03.04 et +225 05 01 02 03 04", TWO_NUMBERS, id="two-et"),
+    pytest.param("2250701020304.0", DECIMAL, id="decimal-dot"),
+    pytest.param("2250701020304,0", DECIMAL, id="decimal-comma"),
+    pytest.param("+2250701020304.00", DECIMAL, id="decimal-after-plus"),
+    pytest.param("701020304.0", DECIMAL, id="decimal-lost-zero"),
     pytest.param("701020304", LOST_ZERO, id="lost-zero"),
     pytest.param("+225 501020304", LOST_ZERO, id="lost-zero-after-plus-225"),
     pytest.param("225501020304", LOST_ZERO, id="lost-zero-after-225"),
@@ -84,6 +95,9 @@ REFUSED = [
     pytest.param("22501020304", OLD_NUMBER, id="old-225-without-plus"),
     pytest.param("00225 07 12 34 56", OLD_NUMBER, id="old-00225"),
     pytest.param("20 21 23 45", OLD_NUMBER, id="old-fixed-line"),
+    pytest.param(
+        "10 12 34 56", "trop court (8 chiffres au lieu de 10)", id="eight-from-1"
+    ),
 ]
 
 # convert_old: (eight digits, ten digits). Mobiles by their second digit,
@@ -189,7 +203,7 @@ def test_a_national_number_is_read_in_the_region_given() -> None:
 def test_unusable_numbers_are_refused_with_a_french_reason(
     raw: str, reason: str
 ) -> None:
-    """Empty, letters, lost zero, scientific notation, wrong length or prefix."""
+    """Empty, letters, two numbers, lost zero, decimal, scientific, bad length."""
     assert reason in refusal(raw)
     with pytest.raises(InvalidMessageError):
         phones.normalize(raw)

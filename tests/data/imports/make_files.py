@@ -303,8 +303,35 @@ def template_parameters() -> bytes:
         "2 000;Ehouman",
         "3 000;;0501020320;Man",
         "1 000;Fanta;0701020321;San-Pédro;",
+        "4 000;Gnamien;;Korhogo",
     ]
     return text_file(lines, encoding="utf-8", newline=CRLF, bom=codecs.BOM_UTF8)
+
+
+def refused_values() -> bytes:
+    """Cells no message can be made of, and numbers no one can dial once.
+
+    Formula errors as French-language Excel writes them (``#N/A``,
+    ``#DIV/0!``), an invisible control character, more than four spaces in
+    a row, a name longer than a template parameter may be, an empty name,
+    two numbers in one cell, a number turned into a decimal, and eight
+    digits starting with 1 (a short number, not an old one).
+    """
+    lines = [
+        "telephone;nom;montant",
+        "0701020330;Aya;10 000",
+        "0501020330;#N/A;20 000",
+        "0101020330;Bakary;#DIV/0!",
+        "0701020331;Chan\x0btal;5 000",
+        "0501020331;Drissa     Koné;6 000",
+        "0101020331;" + "Ehouman " * 128 + "X;7 000",
+        "0701020332;;8 000",
+        "07 01 02 03 33 / 05 01 02 03 33;Fanta;9 000",
+        "2250701020334.0;Gnamien;1 000",
+        "10 12 34 56;Hawa;2 000",
+        "0501020335;Ibrahim;3 000",
+    ]
+    return text_file(lines, encoding="utf-8", newline=CRLF)
 
 
 # -- xlsx ----------------------------------------------------------------------
@@ -398,6 +425,7 @@ FILES: dict[str, Callable[[], bytes]] = {
     "deux-colonnes-telephone.csv": two_phone_columns,
     "une-seule-colonne.csv": single_column,
     "parametres-par-colonne.csv": template_parameters,
+    "valeurs-refusees.csv": refused_values,
     "classeur-excel.xlsx": excel_workbook,
 }
 
