@@ -8,7 +8,7 @@ LABEL := com.whatsapp-daemon
 AGENT_DIR ?= $(HOME)/Library/LaunchAgents
 AGENT := $(AGENT_DIR)/$(LABEL).plist
 
-.PHONY: install demo run test lint status install-agent load unload bench clean
+.PHONY: install demo run test lint status doctor install-agent load unload bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed  ## create .venv and install the daemon with its tools
-	mkdir -p var/logs
+	@mkdir -p var/logs
 
 demo: install  ## drain the example campaign through the local sandbox API
 	$(BIN)/python examples/demo.py
@@ -40,6 +40,9 @@ lint: install
 
 status: install  ## the queue and the daemon at a glance
 	@$(BIN)/whatsapp-daemon status
+
+doctor: install  ## check the installation before loading the agent
+	@$(BIN)/whatsapp-daemon doctor
 
 install-agent: install  ## write the LaunchAgent for this checkout
 	mkdir -p var/logs "$(AGENT_DIR)"

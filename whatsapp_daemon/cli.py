@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
-from . import api, batches, importer, launchd, logs, scheduling, status
+from . import api, batches, doctor, importer, launchd, logs, scheduling, status
 from .daemon import Daemon, LockLostError
 from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
@@ -53,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except BrokenPipeError:
+        # The reader went away (status | head): not an error of ours.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the exit flush)
+        return Exit.OK
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", Exit.CONFIG)
     except InvalidMessageError as exc:
@@ -163,7 +168,23 @@ def _parser() -> argparse.ArgumentParser:
 
     st = commands.add_parser("status", help="show the queue and the daemon")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument(
+        "--check",
+        action="store_true",
+        help="one line; exit 0 healthy, 1 warning, 2 critical (for monitors)",
+    )
     st.set_defaults(handler=_status)
+
+    doc = commands.add_parser(
+        "doctor", help="check an installation before loading the agent"
+    )
+    doc.add_argument(
+        "--agent",
+        type=Path,
+        default=doctor.AGENT_PATH,
+        help="the LaunchAgent file to compare with this checkout",
+    )
+    doc.set_defaults(handler=_doctor)
 
     resolve = commands.add_parser(
         "resolve", help="settle a message whose outcome is unknown"
@@ -556,6 +577,8 @@ def _log_to_file(settings: Settings) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.check:
+        return _check(args)
     settings = load_settings()
     report = status.gather(settings, datetime.now(UTC))
     if args.json:
@@ -563,6 +586,37 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(status.render(report))
     return Exit.OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    """One line and 0 (healthy), 1 (warning) or 2 (critical), for monitors."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        verdict = status.Verdict(status.Health.CRITICAL, f"configuration: {exc}")
+    else:
+        verdict = status.check(settings, datetime.now(UTC))
+    if args.json:
+        line = json.dumps(
+            {"health": verdict.health.name, "exit": int(verdict.health),
+             "reason": verdict.reason},
+            ensure_ascii=False,
+        )  # fmt: skip
+    else:
+        line = verdict.line()
+    print(_redact(line))
+    return int(verdict.health)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    findings = doctor.examine(Path.cwd(), agent=args.agent)
+    for finding in findings:
+        print(_redact(finding.line()))
+    problems = sum(finding.problem for finding in findings)
+    print(
+        f"{problems} problem(s) found" if problems else "no problem found",
+    )
+    return Exit.FAILURE if problems else Exit.OK
 
 
 def _resolve(args: argparse.Namespace) -> int:

@@ -75,12 +75,14 @@ class Daemon:
         self.halt: _Halt | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self.lock_lost = False
+        self.started = self.now()  # reset when run() starts
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; return once everything is settled."""
+        self.started = self.now()
         await self.queue.open()
         try:
             async with graph.make_http_client(self.settings) as http:
@@ -363,7 +365,12 @@ class Daemon:
         )
 
     async def _heartbeat(self) -> None:
-        beat = {"pid": os.getpid(), "at": self.now().strftime("%Y-%m-%d %H:%M:%S")}
+        beat = {
+            "pid": os.getpid(),
+            "at": self.now().strftime("%Y-%m-%d %H:%M:%S"),
+            "started": self.started.strftime("%Y-%m-%d %H:%M:%S"),
+            "poll_interval": self.settings.poll_interval,
+        }
         await self.queue.call(
             QueueDB.set_state, HEARTBEAT_KEY, json.dumps(beat), self.now()
         )

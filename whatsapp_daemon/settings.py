@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     default_region: str | None = "CI"
     # Time zone in which --at times are read (stored in UTC).
     timezone: str = "Africa/Abidjan"
+    # Thresholds of ``status --check`` (a warning beyond each).
+    check_backlog_minutes: int = Field(default=30, gt=0)  # oldest due message
+    check_failures_per_hour: int = Field(default=20, gt=0)  # messages failed
+    check_disk_mb: int = Field(default=500, ge=0)  # free space for logs and queue
 
     @field_validator("access_token")
     @classmethod

@@ -1,21 +1,51 @@
-"""``whatsapp-daemon status``: what the queue and the daemon are doing.
+"""``whatsapp-daemon status``: is it working, and what is the queue doing?
 
-Read-only apart from creating the tables on a fresh install. Never shows
-the access token.
+The first line answers the question in one word (HEALTHY, WARNING or
+CRITICAL) and says why; ``status --check`` prints only that line and exits
+0, 1 or 2, for any monitor. Read-only apart from creating the tables on a
+fresh install. Never shows the access token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .limits import WINDOW
 from .lock import holder_pid, is_locked
 from .models import Status
+from .outcomes import EXPLANATIONS
 from .queue import DUE, HALT_KEY, HEARTBEAT_KEY, QueueDB, fmt, fmt_attempt, parse
 from .settings import Settings
+
+# A cycle this many poll intervals old (plus a minute for a long batch) is late.
+LATE_POLLS = 3
+BAR_WIDTH = 20
+
+
+class Health(IntEnum):
+    """The answer of ``status --check``, as its exit status."""
+
+    HEALTHY = 0
+    WARNING = 1
+    CRITICAL = 2
+
+
+@dataclass(frozen=True)
+class Verdict:
+    health: Health
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.health.name}: {self.reason}"
 
 
 def gather(settings: Settings, now: datetime) -> dict[str, Any]:
@@ -28,7 +58,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
         )
     db = QueueDB.open(settings.database_path)
     try:
-        return {
+        report: dict[str, Any] = {
             "daemon": {
                 "running": running,
                 "pid": holder_pid(settings.lock_path) if running else None,
@@ -37,17 +67,97 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
             },
             "sending_stopped": _state(db, HALT_KEY),
             "counts": _counts(db),
-            "batches": _batches(db),
+            "batches": _batches(db, now, settings.rate_per_minute),
             "oldest_due": _oldest_due(db, now),
             "next_scheduled": _next_scheduled(db, now),
             "last_sent": _last_sent(db, now),
+            "failures": _failures(db),
+            "failed_last_hour": _failed_since(db, now - timedelta(hours=1)),
             "rate": {
                 "attempts_last_60s": _recent_attempts(db, now),
                 "limit_per_60s": settings.rate_per_minute,
             },
+            "disk": _disk(settings),
         }
     finally:
         db.close()
+    report["health"] = verdict(report, settings, now).__dict__
+    return report
+
+
+def check(settings: Settings, now: datetime) -> Verdict:
+    """The verdict alone; a database that cannot be read is critical."""
+    try:
+        return verdict(gather(settings, now), settings, now)
+    except (ConfigError, sqlite3.Error, OSError) as exc:
+        return Verdict(Health.CRITICAL, f"database unreadable: {exc}")
+
+
+def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdict:
+    """Decide HEALTHY, WARNING or CRITICAL, with the first reason found."""
+    daemon = report["daemon"]
+    if not daemon["running"]:
+        return Verdict(
+            Health.CRITICAL,
+            f"not running (lock {daemon['lock_path']} is free); start it with"
+            " make load",
+        )
+    stopped = report["sending_stopped"]
+    if stopped:
+        return Verdict(
+            Health.CRITICAL,
+            f"sending stopped since {stopped['since']} UTC: {stopped['reason']}",
+        )
+    running = _running_line(daemon, now)
+    cycle = daemon["last_cycle"]
+    age = _age(cycle["at"], now) if cycle else None
+    poll = float(cycle.get("poll_interval", settings.poll_interval)) if cycle else 0
+    if age is None or age > LATE_POLLS * poll + 60:
+        seen = f"{_duration(age)} ago" if age is not None else "never"
+        return Verdict(
+            Health.WARNING,
+            f"late: running, PID {daemon['pid']}, but its last cycle was {seen}"
+            " (see the log)",
+        )
+    warnings = _warnings(report, settings)
+    if warnings:
+        return Verdict(Health.WARNING, f"{warnings[0]}; {running}")
+    return Verdict(Health.HEALTHY, running)
+
+
+def _warnings(report: dict[str, Any], settings: Settings) -> list[str]:
+    found = []
+    oldest = report["oldest_due"]
+    limit = settings.check_backlog_minutes
+    if oldest and (oldest["age_seconds"] or 0) > limit * 60:
+        found.append(
+            f"backlog: message #{oldest['id']} has waited"
+            f" {_duration(oldest['age_seconds'])} (threshold {limit} min)"
+        )
+    failed = report["failed_last_hour"]
+    if failed > settings.check_failures_per_hour:
+        found.append(
+            f"{failed} messages failed in the last hour (threshold"
+            f" {settings.check_failures_per_hour})"
+        )
+    for place in report["disk"]:
+        if place["free_mb"] < settings.check_disk_mb:
+            found.append(
+                f"disk low: {place['free_mb']} MB free for {place['what']}"
+                f" ({place['path']}; threshold {settings.check_disk_mb} MB)"
+            )
+    return found
+
+
+def _running_line(daemon: dict[str, Any], now: datetime) -> str:
+    cycle = daemon["last_cycle"] or {}
+    since = f" since {cycle['started']} UTC" if cycle.get("started") else ""
+    age = _age(cycle.get("at"), now)
+    last = f", last cycle {_duration(age)} ago" if age is not None else ""
+    return f"running, PID {daemon['pid']}{since}{last}"
+
+
+# -- reading -----------------------------------------------------------------
 
 
 def _state(db: QueueDB, key: str) -> Any:
@@ -64,7 +174,7 @@ def _counts(db: QueueDB) -> dict[str, int]:
     return counts
 
 
-def _batches(db: QueueDB) -> list[dict[str, Any]]:
+def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
     rows = db.conn.execute(
         "SELECT coalesce(q.batch_id, '') AS batch, COUNT(*) AS total,"
         " coalesce(b.state, 'active') AS state,"
@@ -72,11 +182,34 @@ def _batches(db: QueueDB) -> list[dict[str, Any]]:
         " SUM(q.status = 'processing') AS processing,"
         " SUM(q.status = 'sent') AS sent, SUM(q.status = 'failed') AS failed,"
         " SUM(q.status = 'unknown') AS unknown,"
-        " SUM(q.status = 'cancelled') AS cancelled"
+        " SUM(q.status = 'cancelled') AS cancelled,"
+        " MIN(CASE WHEN q.status = 'pending'"
+        "     THEN replace(q.scheduled_at, 'T', ' ') END) AS next_due"
         " FROM whatsapp_queue q LEFT JOIN whatsapp_batches b"
         " ON b.batch_id = q.batch_id GROUP BY q.batch_id ORDER BY MIN(q.id)"
     )
-    return [dict(row) for row in rows]
+    batches = []
+    for row in rows:
+        batch = {k: v if k == "next_due" else (v or 0) for k, v in dict(row).items()}
+        left = batch["pending"] + batch["processing"]
+        batch["done"] = batch["total"] - left
+        batch["finish_estimate"] = _finish(left, batch, now, rate)
+        batches.append(batch)
+    return batches
+
+
+def _finish(left: int, batch: dict[str, Any], now: datetime, rate: int) -> str | None:
+    """When the batch's last message should leave at the configured rate.
+
+    Other batches share the rate, so this is the earliest possible time.
+    """
+    if not left or batch["state"] != "active":
+        return None
+    start = now
+    if batch["next_due"]:
+        with contextlib.suppress(ValueError):
+            start = max(now, parse(batch["next_due"]))
+    return fmt(start + timedelta(minutes=left / rate))
 
 
 def _oldest_due(db: QueueDB, now: datetime) -> dict[str, Any] | None:
@@ -118,6 +251,44 @@ def _last_sent(db: QueueDB, now: datetime) -> dict[str, Any] | None:
     }
 
 
+def _failures(db: QueueDB) -> list[dict[str, Any]]:
+    """Failed messages grouped by Meta's error code, with what each means."""
+    rows = db.conn.execute(
+        "SELECT error_code, COUNT(*) AS count, MAX(updated_at) AS last,"
+        " (SELECT error_message FROM whatsapp_queue q2"
+        "  WHERE q2.status = 'failed' AND q2.error_code IS q.error_code"
+        "  ORDER BY q2.updated_at DESC LIMIT 1) AS example"
+        " FROM whatsapp_queue q WHERE status = 'failed'"
+        " GROUP BY error_code ORDER BY count DESC"
+    )
+    failures = []
+    for row in rows:
+        code = row["error_code"]
+        if code is None:
+            meaning = "refusé avant l'envoi (numéro ou contenu invalide)"
+        else:
+            meaning = EXPLANATIONS.get(int(code)) or str(row["example"] or "")
+        failures.append(
+            {
+                "code": code,
+                "count": row["count"],
+                "last": row["last"],
+                "meaning": meaning,
+                "example": row["example"],
+            }
+        )
+    return failures
+
+
+def _failed_since(db: QueueDB, since: datetime) -> int:
+    row = db.conn.execute(
+        "SELECT COUNT(*) FROM whatsapp_queue WHERE status = 'failed'"
+        " AND updated_at >= ?",
+        (fmt(since),),
+    ).fetchone()
+    return int(row[0])
+
+
 def _recent_attempts(db: QueueDB, now: datetime) -> int:
     since = fmt_attempt(now - timedelta(seconds=WINDOW))
     row = db.conn.execute(
@@ -126,23 +297,50 @@ def _recent_attempts(db: QueueDB, now: datetime) -> int:
     return int(row[0])
 
 
+def _disk(settings: Settings) -> list[dict[str, Any]]:
+    """Free space where the log and the queue live (one entry per device)."""
+    places: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for what, path in (
+        ("the logs", settings.log_path.parent),
+        ("the queue", settings.database_path.parent),
+    ):
+        folder = _existing(path)
+        device = folder.stat().st_dev
+        if device in seen:
+            places[-1]["what"] += f" and {what}"
+            continue
+        seen.add(device)
+        free = shutil.disk_usage(folder).free // 2**20
+        places.append({"what": what, "path": str(folder), "free_mb": free})
+    return places
+
+
+def _existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _age(text: str | None, now: datetime) -> int | None:
     if not text:
         return None
     try:
-        return max(0, int((now - parse(text)).total_seconds()))
+        return max(0, int((now - parse(text.replace("T", " "))).total_seconds()))
     except ValueError:
         return None
 
 
+# -- rendering ---------------------------------------------------------------
+
+
 def render(status: dict[str, Any]) -> str:
     """The status for a person in a terminal (UTC times)."""
-    daemon = status["daemon"]
-    lines = [_headline(status)]
-    if daemon["last_cycle"]:
-        lines.append(f"Last cycle: {daemon['last_cycle']['at']} UTC")
+    health = status["health"]
+    lines = [f"{Health(health['health']).name}: {health['reason']}"]
     stopped = status["sending_stopped"]
-    if stopped:
+    if stopped and not health["reason"].startswith("sending stopped"):
         lines.append(
             f"SENDING STOPPED since {stopped['since']} UTC: {stopped['reason']}"
         )
@@ -156,6 +354,7 @@ def render(status: dict[str, Any]) -> str:
             " 'Messages with an unknown outcome')"
         )
     lines += _render_batches(status["batches"])
+    lines += _render_failures(status["failures"])
     lines.append("")
     lines.append(_oldest_line(status["oldest_due"]))
     upcoming = status["next_scheduled"]
@@ -170,15 +369,11 @@ def render(status: dict[str, Any]) -> str:
         f"Attempts in the last 60 s: {rate['attempts_last_60s']}"
         f" / {rate['limit_per_60s']} allowed"
     )
+    for place in status["disk"]:
+        lines.append(
+            f"Disk: {place['free_mb']} MB free for {place['what']} ({place['path']})"
+        )
     return "\n".join(lines)
-
-
-def _headline(status: dict[str, Any]) -> str:
-    daemon = status["daemon"]
-    if not daemon["running"]:
-        return f"Daemon: not running (lock {daemon['lock_path']} is free)"
-    state = "sending stopped" if status["sending_stopped"] else "running"
-    return f"Daemon: {state}, PID {daemon['pid']} holds {daemon['lock_path']}"
 
 
 def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
@@ -193,9 +388,30 @@ def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
     for b in batches:
         lines.append(
             f"  {(b['batch'] or '(none)'):<24}{b['state']:<11}{b['total']:>7}"
-            f"{b['pending'] or 0:>9}{b['processing'] or 0:>9}{b['sent'] or 0:>7}"
-            f"{b['failed'] or 0:>8}{b['cancelled'] or 0:>8}{b['unknown'] or 0:>8}"
+            f"{b['pending']:>9}{b['processing']:>9}{b['sent']:>7}"
+            f"{b['failed']:>8}{b['cancelled']:>8}{b['unknown']:>8}"
         )
+        done = b["done"] / b["total"] if b["total"] else 1.0
+        filled = round(done * BAR_WIDTH)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        finish = b["finish_estimate"]
+        if finish:
+            eta = f", done about {finish} UTC at the configured rate"
+        elif b["pending"] + b["processing"]:
+            eta = f" ({b['state']})"
+        else:
+            eta = ""
+        lines.append(f"  {'':<24}[{bar}] {done:4.0%}{eta}")
+    return lines
+
+
+def _render_failures(failures: list[dict[str, Any]]) -> list[str]:
+    if not failures:
+        return []
+    lines = ["", "Failures by error code:"]
+    for failure in failures:
+        code = failure["code"] if failure["code"] is not None else "-"
+        lines.append(f"  {code!s:>7} {failure['count']:>7}  {failure['meaning']}")
     return lines
 
 

@@ -1,0 +1,423 @@
+"""Monitoring: the status's first line, ``status --check`` and ``doctor``.
+
+Every check runs the real command in a subprocess against a real SQLite
+file; "running" is a real ``flock`` on the lock file held by this test (or
+a real daemon in the test's loop), and the daemon's heartbeat is the row it
+writes itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, StartSandbox
+from test_sending import (  # noqa: F401 (local_only is an autouse fixture)
+    enqueue_texts,
+    insert_raw,
+    local_only,
+    running_daemon,
+)
+
+from whatsapp_daemon import launchd
+from whatsapp_daemon.lock import InstanceLock
+from whatsapp_daemon.queue import HALT_KEY, HEARTBEAT_KEY, QueueDB, fmt
+from whatsapp_daemon.settings import Settings
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    made = make_settings()
+    QueueDB.open(made.database_path).close()
+    return made
+
+
+@pytest.fixture
+def cli(tmp_path: Path, settings: Settings) -> Run:
+    """Run ``whatsapp-daemon ARGS`` with the test's paths; ``env=`` adds keys."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WHATSAPP_") and not k.lower().endswith("_proxy")
+    }
+    base.update(
+        WHATSAPP_DATABASE_PATH=str(settings.database_path),
+        WHATSAPP_LOG_PATH=str(settings.log_path),
+        WHATSAPP_LOCK_PATH=str(settings.lock_path),
+    )
+
+    def run(*args: Any, env: dict[str, str] | None = None, cwd: Path = tmp_path) -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "whatsapp_daemon", *map(str, args)],
+            cwd=cwd,
+            env={**base, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def holding(settings: Settings) -> Iterator[InstanceLock]:
+    """The instance lock, held as a running daemon holds it."""
+    lock = InstanceLock(settings.lock_path)
+    lock.acquire()
+    yield lock
+    lock.release()
+
+
+def beat(settings: Settings, age: timedelta, **extra: Any) -> None:
+    """Write the heartbeat a daemon writes every cycle, ``age`` ago."""
+    at = datetime.now(UTC) - age
+    value = {
+        "pid": os.getpid(),
+        "at": fmt(at),
+        "started": fmt(at - timedelta(hours=2)),
+        "poll_interval": 60,
+        **extra,
+    }
+    db = QueueDB.open(settings.database_path)
+    try:
+        db.set_state(HEARTBEAT_KEY, json.dumps(value), datetime.now(UTC))
+    finally:
+        db.close()
+
+
+def set_halt(settings: Settings, reason: str) -> None:
+    db = QueueDB.open(settings.database_path)
+    try:
+        value = {"code": 190, "reason": reason, "since": "2026-12-04 08:00:00"}
+        db.set_state(HALT_KEY, json.dumps(value), datetime.now(UTC))
+    finally:
+        db.close()
+
+
+# -- the first line and --check ----------------------------------------------
+
+
+def test_not_running_is_critical_in_the_first_line_and_exit_2(cli: Run) -> None:
+    """A free lock: CRITICAL, why, and how to start it; --check exits 2."""
+    shown = cli("status")
+    check = cli("status", "--check")
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith("CRITICAL: not running (lock ")
+    assert "make load" in shown.stdout.splitlines()[0]
+    assert check.returncode == 2
+    assert check.stdout == shown.stdout.splitlines()[0] + "\n"
+
+
+def test_a_running_daemon_with_a_fresh_cycle_is_healthy(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """HEALTHY with the PID, since when, and how long ago the last cycle was."""
+    beat(settings, timedelta(seconds=5))
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 0, check.stdout
+    line = check.stdout.strip()
+    assert line.startswith(f"HEALTHY: running, PID {os.getpid()} since ")
+    assert "last cycle 5 s ago" in line or "last cycle 6 s ago" in line
+
+
+def test_a_cycle_older_than_three_polls_is_late(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """Running but silent for 10 minutes (poll 60 s): WARNING late, exit 1."""
+    beat(settings, timedelta(minutes=10))
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 1
+    assert check.stdout.startswith("WARNING: late: running, PID ")
+    assert "last cycle was 10 min ago" in check.stdout
+
+
+def test_sending_stopped_is_critical_with_meta_s_reason(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """An account-level stop (expired token) is CRITICAL even while running."""
+    beat(settings, timedelta(seconds=1))
+    set_halt(settings, "jeton d'accès expiré ou invalide")
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 2
+    assert check.stdout.startswith("CRITICAL: sending stopped since 2026-12-04")
+    assert "jeton d'accès expiré" in check.stdout
+
+
+def test_an_old_backlog_is_a_warning(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """A due message older than WHATSAPP_CHECK_BACKLOG_MINUTES: WARNING, exit 1."""
+    beat(settings, timedelta(seconds=1))
+    old = fmt(datetime.now(UTC) - timedelta(minutes=45))
+    row = insert_raw(
+        settings.database_path, recipient="+2250701020304", body="x", scheduled_at=old
+    )
+
+    check = cli("status", "--check")
+    relaxed = cli("status", "--check", env={"WHATSAPP_CHECK_BACKLOG_MINUTES": "60"})
+
+    assert check.returncode == 1
+    assert check.stdout.startswith(f"WARNING: backlog: message #{row} has waited 45")
+    assert "(threshold 30 min)" in check.stdout
+    assert relaxed.returncode == 0, relaxed.stdout
+
+
+def test_many_recent_failures_are_a_warning(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """More failures in the last hour than the threshold: WARNING, exit 1."""
+    beat(settings, timedelta(seconds=1))
+    now = fmt(datetime.now(UTC))
+    for i in range(4):
+        insert_raw(
+            settings.database_path, recipient=f"+22507010203{i:02d}", body="x",
+            status="failed", error_code=131026, updated_at=now,
+        )  # fmt: skip
+
+    check = cli("status", "--check", env={"WHATSAPP_CHECK_FAILURES_PER_HOUR": "3"})
+
+    assert check.returncode == 1
+    assert check.stdout.startswith("WARNING: 4 messages failed in the last hour")
+
+
+def test_low_disk_space_is_a_warning(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """Less free space than WHATSAPP_CHECK_DISK_MB where logs and queue live."""
+    beat(settings, timedelta(seconds=1))
+
+    check = cli("status", "--check", env={"WHATSAPP_CHECK_DISK_MB": str(10**12)})
+
+    assert check.returncode == 1
+    assert check.stdout.startswith("WARNING: disk low: ")
+    assert "MB free for the logs" in check.stdout
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_an_unreadable_database_is_critical(
+    cli: Run, settings: Settings, damage: str
+) -> None:
+    """A database that is not SQLite, or absent, gives CRITICAL and exit 2."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.database_path}{suffix}").unlink(missing_ok=True)
+    if damage == "garbage":
+        settings.database_path.write_bytes(b"not a database at all" * 100)
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 2
+    assert check.stdout.startswith("CRITICAL: database unreadable: ")
+    assert len(check.stdout.splitlines()) == 1
+
+
+def test_check_json_is_one_object_for_scripts(cli: Run) -> None:
+    """``--check --json`` prints the verdict as JSON with the same exit status."""
+    check = cli("status", "--check", "--json")
+
+    assert check.returncode == 2
+    assert json.loads(check.stdout) == {
+        "health": "CRITICAL",
+        "exit": 2,
+        "reason": json.loads(check.stdout)["reason"],
+    }
+
+
+async def test_a_real_daemon_is_healthy_and_its_batches_show_progress(
+    cli: Run, settings: Settings, start_sandbox: StartSandbox
+) -> None:
+    """Against a running daemon: HEALTHY, and the full status shows the rest."""
+    sandbox = await start_sandbox()
+    settings = settings.model_copy(update={"api_base_url": sandbox.url})
+    enqueue_texts(settings.database_path, "+2250701020304", "+2250501020305")
+    insert_raw(
+        settings.database_path, recipient="+2250701020399", body="x",
+        batch_id="noel", status="failed", error_code=131026,
+        error_message="numéro injoignable sur WhatsApp — (#131026)",
+    )  # fmt: skip
+    later = fmt(datetime.now(UTC) + timedelta(hours=3))
+    insert_raw(
+        settings.database_path, recipient="+2250701020398", body="x",
+        batch_id="noel", scheduled_at=later,
+    )  # fmt: skip
+    async with running_daemon(settings) as run:
+        await run.until(lambda: cli("status", "--check").returncode == 0)
+        shown = cli("status")
+
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("HEALTHY: running, PID ")
+    assert "Failures by error code:" in lines
+    assert any("131026" in li and "injoignable" in li for li in lines)
+    bars = [li.strip() for li in lines if li.strip().startswith("[")]
+    assert any(" 50%" in bar and "done about" in bar for bar in bars), lines
+    assert f"Next scheduled message: #4, at {later} UTC" in lines
+    assert any(li.startswith("Disk: ") and "MB free" in li for li in lines)
+
+
+def test_status_into_a_closed_pipe_is_quiet(settings: Settings, cli: Run) -> None:
+    """``status | head -1`` ends without a broken-pipe traceback."""
+    env = {
+        **os.environ,
+        "WHATSAPP_DATABASE_PATH": str(settings.database_path),
+        "WHATSAPP_LOCK_PATH": str(settings.lock_path),
+    }
+    done = subprocess.run(
+        f"'{sys.executable}' -m whatsapp_daemon status | head -1",
+        shell=True, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert done.stdout.startswith("CRITICAL: ")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+# -- doctor ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A checkout: the real virtual environment, the plist template, a .env."""
+    folder = tmp_path / "projet"
+    (folder / "launchd").mkdir(parents=True)
+    (folder / "launchd" / launchd.TEMPLATE.name).write_bytes(
+        (ROOT / launchd.TEMPLATE).read_bytes()
+    )
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    (folder / "var" / "logs").mkdir(parents=True)
+    return folder
+
+
+def doctor(project: Path, home: Path, *args: Any) -> Any:
+    """Run ``doctor`` in ``project`` as its user would: settings from .env only."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WHATSAPP_") and not k.lower().endswith("_proxy")
+    }
+    env["HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "whatsapp_daemon", "doctor", *map(str, args)],
+        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+TOKEN = "EAA" + "x" * 40  # made up: shaped like Meta's, valid nowhere
+
+
+def test_doctor_passes_a_sound_installation_and_never_prints_the_token(
+    cli: Run, project: Path, tmp_path: Path
+) -> None:
+    """Everything in place: exit 0, each check ok, no value of .env shown."""
+    (project / ".env").write_text(
+        f"WHATSAPP_ACCESS_TOKEN={TOKEN}\nWHATSAPP_PHONE_NUMBER_ID=106540352242922\n"
+        f"WHATSAPP_LOCK_PATH={tmp_path / 'doctor.lock'}\n",
+        encoding="utf-8",
+    )
+    agent = tmp_path / "agent.plist"
+    agent.write_bytes(launchd.render(project, project / ".venv" / "bin" / "python"))
+
+    done = doctor(project, tmp_path / "home", "--agent", agent)
+
+    assert done.returncode == 0, done.stdout
+    assert "no problem found" in done.stdout
+    assert "[ok] agent:" in done.stdout and "runs this checkout" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
+    assert "106540352242922" not in done.stdout
+
+
+def test_doctor_names_each_problem_with_its_fix(
+    cli: Run, project: Path, tmp_path: Path
+) -> None:
+    """A misspelled key, a missing id, another checkout's agent: exit 1."""
+    (project / ".env").write_text(
+        f"WHATSAPP_ACCESS_TOKEN={TOKEN}\nWHATSAPP_RATE_PER_MNUTE=100\n"
+        f"WHATSAPP_LOCK_PATH={tmp_path / 'doctor.lock'}\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "ancien"
+    agent = tmp_path / "agent.plist"
+    agent.write_bytes(
+        launchd.render(elsewhere, elsewhere / "python", ROOT / launchd.TEMPLATE)
+    )
+
+    done = doctor(project, tmp_path / "home", "--agent", agent)
+
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert any(
+        "WHATSAPP_RATE_PER_MNUTE is not a setting" in li
+        and "did you mean WHATSAPP_RATE_PER_MINUTE?" in li
+        for li in lines
+    )
+    assert any(
+        li.startswith("[PROBLEM] phone number id: WHATSAPP_PHONE_NUMBER_ID is not set")
+        for li in lines
+    )
+    assert any(
+        li.startswith("[PROBLEM] agent:") and "make install-agent" in li for li in lines
+    )
+    assert lines[-1] == "3 problem(s) found"
+
+
+@pytest.mark.parametrize("protected", ["Desktop", "Documents", "Downloads"])
+def test_doctor_warns_of_a_project_in_a_folder_macos_protects(
+    cli: Run, tmp_path: Path, protected: str
+) -> None:
+    """Under ~/Documents (etc.) a LaunchAgent cannot read without Full Disk Access."""
+    home = tmp_path / "home"
+    project = home / protected / "projet"
+    project.mkdir(parents=True)
+    (project / ".venv").symlink_to(Path(sys.prefix))
+
+    done = doctor(project, home)
+
+    [line] = [
+        li for li in done.stdout.splitlines() if li.startswith("[PROBLEM] folder")
+    ]
+    assert f"under ~/{protected}" in line and "Full Disk Access" in line
+    assert done.returncode == 1
+
+
+def test_doctor_reports_a_lock_held_by_a_running_daemon(
+    cli: Run, project: Path, tmp_path: Path
+) -> None:
+    """A held lock is a note naming the PID: unload or retire the cron first."""
+    lock_path = tmp_path / "held.lock"
+    (project / ".env").write_text(
+        f"WHATSAPP_ACCESS_TOKEN={TOKEN}\nWHATSAPP_PHONE_NUMBER_ID=1065403522\n"
+        f"WHATSAPP_LOCK_PATH={lock_path}\n",
+        encoding="utf-8",
+    )
+    lock = InstanceLock(lock_path)
+    lock.acquire()
+    try:
+        done = doctor(project, tmp_path / "home")
+    finally:
+        lock.release()
+
+    [line] = [li for li in done.stdout.splitlines() if " lock: " in li]
+    assert line.startswith("[note] lock:") and f"PID {os.getpid()}" in line
+
+
+def test_make_doctor_runs_the_doctor() -> None:
+    """The Makefile's doctor target calls the command."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "\ndoctor: install" in makefile
+    assert "whatsapp-daemon doctor" in makefile
+    plistlib.loads(launchd.render(ROOT, Path(sys.executable)))
