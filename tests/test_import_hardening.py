@@ -1164,3 +1164,120 @@ def test_a_file_with_no_recognisable_header_names_the_first_lines(
     line = refusal(done, "no phone column")
     assert "title" in line and "first 5 lines" in line
     home.assert_nothing_left()
+
+
+# -- second round ------------------------------------------------------------------
+
+
+def test_xlsx_rows_with_an_empty_last_cell_are_not_taken_as_shifted(
+    home: Home,
+) -> None:
+    """A workbook row stops at its last filled cell: the rest is empty, not lost."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["Téléphone", "Nom", "Remarque"])
+    sheet.append(["0701020304", "Aya"])
+    sheet.append(["0501020304", "Koffi", "vip"])
+    path = save(workbook, home.folder / "clients.xlsx")
+
+    done = home.run("import", path, "--batch", "B-1", "--template",
+                    "rappel_paiement", "--param", "Nom")  # fmt: skip
+
+    succeeded(done)
+    assert home.recipients() == ["+2250701020304", "+2250501020304"]
+    assert home.params() == [["Aya"], ["Koffi"]]
+
+
+def test_a_column_named_by_digits_can_be_a_placeholder(home: Home) -> None:
+    """``{2026}`` names the column 2026: filled, never a positional field."""
+    path = home.write("n.csv", "telephone;2026;0\n0701020304;Aya;zéro\n")
+
+    done = home.run("import", path, "--batch", "B-1", "--text", "x {2026} {0}")
+
+    succeeded(done)
+    assert home.bodies() == ["x Aya zéro"]
+
+
+def test_a_batch_cannot_be_cancelled_while_an_import_fills_it(home: Home) -> None:
+    """Cancel during an import is refused; the import ends whole."""
+    path = home.big_csv()
+    process = home.start("import", path, "--batch", "B-1", *TEXT)
+    wait_for(lambda: importing(home), "the first chunk")
+
+    cancel = home.run("batch", "cancel", "B-1")
+    done = finish(process)
+
+    refusal(cancel, "an import into it is under way", "wait for it to finish")
+    succeeded(done)
+    assert home.count() == BIG
+    assert home.query("SELECT DISTINCT status FROM whatsapp_queue") == [("pending",)]
+
+
+def test_a_killed_import_does_not_block_a_cancel(home: Home) -> None:
+    """After kill -9 of an import, cancel removes its rows and cancels the rest."""
+    home.run("enqueue", "--to", "0701020399", "--text", "avant", "--batch", "B-1")
+    path = home.big_csv()
+    process = home.start("import", path, "--batch", "B-1", "--append", *TEXT)
+    wait_for(lambda: importing(home), "the first chunk")
+    process.kill()
+    finish(process)
+
+    cancel = home.run("batch", "cancel", "B-1")
+
+    succeeded(cancel)
+    assert "cancelled: 1 pending messages" in cancel.stdout
+    assert home.query("SELECT status FROM whatsapp_queue") == [("cancelled",)]
+
+
+def test_a_line_without_end_is_refused_without_reading_it_whole(home: Home) -> None:
+    """A 3 MB line: refused as not a spreadsheet, one line, exit 65."""
+    path = home.write("long.csv", "telephone;nom\n0701020304;" + "x" * 3_000_000)
+
+    done = home.run("import", path, "--batch", "B-1", *TEXT)
+
+    refusal(done, "line 2: longer than 1,048,576 characters")
+
+
+def test_a_value_beyond_the_field_limit_is_named_as_such(home: Home) -> None:
+    """A 200,000-character value: the message says a value is too long."""
+    path = home.write("wide.csv", "telephone;nom\n0701020304;" + "x" * 200_000 + "\n")
+
+    done = home.run("import", path, "--batch", "B-1", *TEXT)
+
+    refusal(done, "a value longer than 131,072 characters")
+
+
+@pytest.mark.parametrize("title", ["Campagne WhatsApp décembre", "Contacts"])
+def test_a_title_naming_whatsapp_or_contacts_is_still_a_title(
+    home: Home, title: str
+) -> None:
+    """A one-cell title above the header is skipped even if it names a column."""
+    path = home.write(
+        "t.csv", f"{title};;\n\ntelephone;nom;montant\n0701020304;Aya;10 000\n"
+    )
+
+    done = home.run("import", path, "--batch", "B-1", *TEMPLATE)
+
+    succeeded(done)
+    assert "header on line 3" in done.stdout
+    assert home.params() == [["Aya"]]
+
+
+def test_a_deeply_nested_template_file_is_bad_input(home: Home) -> None:
+    """JSON nested too deep to read: exit 65, one line, no traceback."""
+    spec = home.write("t.json", '{"name": "a", "params": ' + "[" * 100_000 + "]}")
+    path = home.write("c.csv", "telephone;nom\n0701020304;Aya\n")
+
+    done = home.run("import", path, "--batch", "B-1", "--template-file", spec)
+
+    refusal(done, "--template-file", "not JSON")
+
+
+@pytest.mark.parametrize("declared", ['sep="', "sep=0", "sep=a"])
+def test_a_sep_line_naming_no_separator_is_refused(home: Home, declared: str) -> None:
+    """``sep=0`` would split numbers: refused, naming the line and the fix."""
+    path = home.write("s.csv", f"{declared}\ntelephone0nom\n0701020304;Aya\n")
+
+    done = home.run("import", path, "--batch", "B-1", *TEXT)
+
+    refusal(done, "not a separator Excel writes", "sep=;")

@@ -138,8 +138,20 @@ def cancel(db: QueueDB, batch_id: str, now: datetime) -> tuple[int, int]:
     request is already under way may still reach Meta.
     """
     _require(db, batch_id, refuse=())
+    sweep_abandoned(db, now)  # a dead import's rows must not block the cancel
     stamp = fmt(now)
     with db.write() as conn:
+        running = conn.execute(
+            "SELECT pid FROM whatsapp_imports WHERE batch_id = ?"
+            " AND state = 'importing'",
+            (batch_id,),
+        ).fetchone()
+        if running is not None:
+            raise InvalidMessageError(
+                f"batch {batch_id!r}: an import into it is under way (process"
+                f" {running[0]}); wait for it to finish, or stop it (Ctrl-C),"
+                " then cancel"
+            )
         _set_state(conn, batch_id, BatchState.CANCELLED, now)
         cancelled = conn.execute(
             "UPDATE whatsapp_queue SET status = 'cancelled', error_message = ?,"
@@ -190,8 +202,11 @@ def _set_state(conn: Any, batch_id: str, state: BatchState, now: datetime) -> No
 
 
 def _count(conn: Any, batch_id: str, status: str) -> int:
+    """Rows of the batch in ``status``, not counting imports under way."""
     row = conn.execute(
-        "SELECT COUNT(*) FROM whatsapp_queue WHERE batch_id = ? AND status = ?",
+        "SELECT COUNT(*) FROM whatsapp_queue WHERE batch_id = ? AND status = ?"
+        " AND (import_id IS NULL OR import_id NOT IN"
+        "      (SELECT id FROM whatsapp_imports WHERE state = 'importing'))",
         (batch_id, status),
     ).fetchone()
     return int(row[0])

@@ -346,9 +346,9 @@ def _template_file(path: Path) -> importer.Campaign:
         raise InvalidMessageError(
             f"--template-file {path}: cannot be read ({exc.strerror}); check the path"
         ) from None
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidMessageError(
-            f"--template-file {path}: not JSON ({exc}); write {example}"
+            f"--template-file {path}: not JSON ({type(exc).__name__}); write {example}"
         ) from None
     name = spec.get("name") if isinstance(spec, dict) else None
     language = spec.get("language", "fr") if isinstance(spec, dict) else None

@@ -270,15 +270,22 @@ def _names(header: Sequence[str], limit: int = 20) -> str:
     return names + (f" and {len(header) - limit} more" if len(header) > limit else "")
 
 
-def looks_like_header(wanted: str | None) -> Callable[[list[str]], bool]:
-    """A test telling a header line from a title above it."""
+def looks_like_header(wanted: str | None) -> Callable[[list[str]], int]:
+    """Rate a line as the header (2), maybe the header (1), or not (0).
 
-    def test(cells: list[str]) -> bool:
+    A header names the phone column; a title above it ("Campagne WhatsApp
+    décembre") may too, but it is a single cell, so a line with several
+    named columns wins.
+    """
+
+    def test(cells: list[str]) -> int:
         try:
             phone_column(cells, wanted)
         except InvalidMessageError as exc:
-            return "several columns" in str(exc)
-        return True
+            if "several columns" not in str(exc):
+                return 0
+        named = sum(1 for cell in cells if cell)
+        return 2 if named >= 2 else 1
 
     return test
 
@@ -311,8 +318,10 @@ class _Composer:
             for name in campaign.param_columns
         ]
         self.fields: dict[str, int] = {}
+        self.parsed: list[tuple[str, str | None, str | None, str | None]] = []
         if campaign.text is not None:
             self.fields = _placeholders(campaign.text, header)
+            self.parsed = list(string.Formatter().parse(campaign.text))
 
     def compose(
         self, values: list[str], recipient: str, scheduled_at: str | None
@@ -324,7 +333,10 @@ class _Composer:
             filled = {name: cell(index) for name, index in self.fields.items()}
             for name, value in filled.items():
                 _check_value(name, value)
-            body = self.campaign.text.format_map(filled)
+            body = "".join(
+                literal + (filled[name] if name is not None else "")
+                for literal, name, _, _ in self.parsed
+            )
             if len(body) > payloads.TEXT_LIMIT:
                 raise InvalidMessageError(
                     f"texte de {len(body)} caractères, plus que les"
@@ -640,6 +652,8 @@ def _read(
 
     for number, values in _data_rows(table.rows):
         report.rows += 1
+        if table.ragged and len(values) < width:
+            values = values + [""] * (width - len(values))
         raw = values[phone].strip() if phone < len(values) else ""
         try:
             if len(values) > width and any(v.strip() for v in values[width:]):

@@ -28,6 +28,9 @@ DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 SAMPLE_BYTES = 1 << 20  # bytes read at a time while checking the encoding
 PEEK_ROWS = 50  # rows looked at for separators inside a single column
 SNIFF_LINES = 10  # lines looked at to find the separator
+SNIFF_CHARS = 1 << 16  # ... within this many characters
+LINE_LIMIT = 1 << 20  # characters of one line of a CSV file
+DECLARABLE = ",;\t|"  # separators a "sep=" first line may name
 TITLE_ROWS = 5  # non-blank lines looked at to find the header below a title
 MIXED_UTF8 = 3  # valid UTF-8 letters that make a file "UTF-8 with damage"
 # Characters of French text above ASCII, to tell Windows-1252 from Mac Roman:
@@ -52,6 +55,9 @@ class Table:
     rows: Iterator[Row]
     kind: str  # how the file was read, for the report
     header_line: int = 1  # lines above it (a title) are skipped
+    # Rows may stop at their last filled cell (a workbook); shorter rows
+    # then mean empty cells, not missing separators.
+    ragged: bool = False
     _closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -59,7 +65,8 @@ class Table:
             closer()
 
 
-HeaderTest = Callable[[list[str]], bool]
+# How much a line looks like the header: 0 not at all, 1 maybe, 2 surely.
+HeaderTest = Callable[[list[str]], int]
 
 
 def open_table(
@@ -67,12 +74,13 @@ def open_table(
     *,
     encoding: str | None = None,
     sheet: str | None = None,
-    is_header: HeaderTest = lambda cells: True,
+    is_header: HeaderTest = lambda cells: 2,
 ) -> Table:
     """Open a CSV or ``.xlsx`` file; raise InvalidMessageError if unreadable.
 
-    The header is the first non-blank line that ``is_header`` accepts among
-    the first few (a title above it is skipped), else the first one.
+    The header is, among the first few non-blank lines, the first that
+    ``is_header`` rates 2, else the first it rates 1, else the first line
+    (a title above the header is skipped).
     """
     if not path.is_file():
         raise InvalidMessageError(f"{path}: no such file")
@@ -180,7 +188,11 @@ def _open_csv(path: Path, encoding: str | None, is_header: HeaderTest) -> Table:
     try:
         delimiter, declared = _delimiter(stream)
         stream.seek(0)
-        reader = csv.reader(stream, delimiter=delimiter or _NO_DELIMITER, strict=True)
+        reader = csv.reader(
+            _bounded_lines(path, stream),
+            delimiter=delimiter or _NO_DELIMITER,
+            strict=True,
+        )
         rows = _csv_rows(path, reader, encoding)
         if declared:
             # Excel reads the "sep=" line as a setting and does not show it:
@@ -200,7 +212,7 @@ def _open_csv(path: Path, encoding: str | None, is_header: HeaderTest) -> Table:
     if delimiter and delimiter not in DELIMITER_NAMES:
         name = f"separator {delimiter!r}"
     kind = f"CSV, {encoding}, {name}"
-    return Table(path, header, rows, kind, line, [stream.close])
+    return Table(path, header, rows, kind, line, _closers=[stream.close])
 
 
 def _delimiter(stream: Any) -> tuple[str | None, bool]:
@@ -210,10 +222,16 @@ def _delimiter(stream: Any) -> tuple[str | None, bool]:
     quotes, on most of the first non-blank lines (a title line above the
     header may hold none, or a stray comma).
     """
-    lines = [line for line in islice(stream, SNIFF_LINES) if line.strip()]
+    sample = stream.read(SNIFF_CHARS)
+    lines = [line for line in sample.splitlines()[:SNIFF_LINES] if line.strip()]
     if lines:
         declared = _SEP_LINE.match(lines[0].strip("\r\n"))
         if declared:
+            if declared.group(1) not in DECLARABLE:
+                raise InvalidMessageError(
+                    f"first line {lines[0].strip()!r}: not a separator Excel writes;"
+                    " write sep=; (or sep=, ) or remove that line"
+                )
             return declared.group(1), True
     holding = dict.fromkeys(DELIMITERS, 0)  # lines holding each separator
     counts = dict.fromkeys(DELIMITERS, 0)
@@ -233,6 +251,23 @@ def _delimiter(stream: Any) -> tuple[str | None, bool]:
     return (best if holding[best] * 2 > len(lines) else None), False
 
 
+def _bounded_lines(path: Path, stream: Any) -> Iterator[str]:
+    """The file's lines, refusing one too long to be a line of a spreadsheet.
+
+    Reading line by line, a file without line breaks would otherwise be read
+    whole into memory.
+    """
+    number = 0
+    while line := stream.readline(LINE_LIMIT):
+        number += 1
+        if len(line) == LINE_LIMIT and not line.endswith(("\n", "\r")):
+            raise InvalidMessageError(
+                f"{path}, line {number}: longer than {LINE_LIMIT:,} characters;"
+                " this is not a spreadsheet saved as CSV"
+            )
+        yield line
+
+
 def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[Row]:
     previous = 0
     try:
@@ -243,6 +278,12 @@ def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[Row]:
     except UnicodeError:
         raise _not_encoded(path, previous + 1, encoding) from None
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise InvalidMessageError(
+                f"{path}, line {previous + 1}: a value longer than"
+                f" {csv.field_size_limit():,} characters, or a quote opened and"
+                " never closed; fix that line"
+            ) from None
         raise InvalidMessageError(
             f"{path}, line {previous + 1}: {exc} (a quote opened and never"
             " closed?); fix the quotes of that line"
@@ -261,20 +302,22 @@ def _find_header(
     path: Path, rows: Iterator[Row], is_header: HeaderTest
 ) -> tuple[int, list[str], Iterator[Row]]:
     """Return (line, header, the rows after it); see :func:`open_table`."""
-    seen: list[Row] = []
+    seen: list[tuple[int, list[str], list[str]]] = []  # number, cells, values
     for number, values in rows:
         if not any(value.strip() for value in values):
             continue
         cells = [value.strip().lstrip("\ufeff") for value in values]
-        seen.append((number, cells))
-        if is_header(cells):
-            return number, cells, rows
-        if len(seen) == TITLE_ROWS:
+        seen.append((number, cells, values))
+        if is_header(cells) >= 2 or len(seen) == TITLE_ROWS:
             break
     if not seen:
         raise InvalidMessageError(f"{path}: the file is empty; it needs a header line")
-    number, cells = seen[0]
-    later = [(n, v) for n, v in seen[1:]]
+    scores = [is_header(cells) for _, cells, _ in seen]
+    best = max(range(len(seen)), key=lambda i: (scores[i], -i))
+    if scores[best] == 0:
+        best = 0
+    number, cells, _ = seen[best]
+    later = [(n, values) for n, _, values in seen[best + 1 :]]
     return number, cells, chain(later, rows)
 
 
@@ -335,7 +378,10 @@ def _open_xlsx(path: Path, wanted: str | None, is_header: HeaderTest) -> Table:
         stream.close()
         raise
     kind = f"Excel workbook, sheet {sheet.title!r}"
-    return Table(path, header, rows, kind, line, [workbook.close, stream.close])
+    return Table(
+        path, header, rows, kind, line, ragged=True,
+        _closers=[workbook.close, stream.close],
+    )  # fmt: skip
 
 
 def _sheet(path: Path, workbook: Any, wanted: str | None) -> Any:
