@@ -19,7 +19,17 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
-from . import api, batches, doctor, importer, launchd, logs, scheduling, status
+from . import (
+    api,
+    batches,
+    doctor,
+    importer,
+    launchd,
+    logs,
+    scheduling,
+    status,
+    systemd,
+)
 from .daemon import Daemon, LockLostError
 from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
@@ -198,6 +208,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sent: Meta had it; resend: queue it again; failed: give up",
     )
     resolve.set_defaults(handler=_resolve)
+
+    unit = commands.add_parser(
+        "systemd-unit", help="print the systemd user unit for this checkout (Linux)"
+    )
+    unit.add_argument("--python", type=Path, default=Path(sys.executable))
+    unit.add_argument("--project-dir", type=Path, default=Path.cwd())
+    unit.set_defaults(handler=_systemd_unit)
 
     plist = commands.add_parser("plist", help="print the LaunchAgent for this checkout")
     plist.add_argument("--python", type=Path, default=Path(sys.executable))
@@ -639,6 +656,11 @@ def _resolve(args: argparse.Namespace) -> int:
     finally:
         db.close()
     print(f"message {args.id} is now {target[args.outcome].value}")
+    return Exit.OK
+
+
+def _systemd_unit(args: argparse.Namespace) -> int:
+    sys.stdout.write(systemd.render(args.project_dir, args.python))
     return Exit.OK
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from .errors import ConfigError
 from .models import NewMessage, QueuedMessage, Status
 
 BUSY_TIMEOUT = 60.0  # seconds a write waits for another writer (PHP's PDO default)
@@ -214,6 +215,7 @@ class QueueDB:
             present = {
                 row["name"] for row in conn.execute("PRAGMA table_info(whatsapp_queue)")
             }
+            _check_essential(conn, present)
             for name, declaration in COLUMNS.items():
                 if name not in present:
                     conn.execute(
@@ -522,6 +524,25 @@ class QueueDB:
             " sent_at = coalesce(?, sent_at)",
             (status.value, attempts, sent_at),
             now,
+        )
+
+
+# Columns a table with rows must already have: adding them empty would fail
+# every row ("numéro vide") instead of sending it.
+ESSENTIAL = ("recipient", "body")
+
+
+def _check_essential(conn: sqlite3.Connection, present: set[str]) -> None:
+    missing = [name for name in ESSENTIAL if name not in present]
+    if not missing:
+        return
+    rows = conn.execute("SELECT COUNT(*) FROM whatsapp_queue").fetchone()[0]
+    if rows:
+        others = ", ".join(sorted(present))
+        raise ConfigError(
+            f"whatsapp_queue has {rows} rows but no {' or '.join(missing)} column"
+            f" (it has {others}); rename the application's columns first, e.g."
+            f" ALTER TABLE whatsapp_queue RENAME COLUMN phone TO {missing[0]}"
         )
 
 
