@@ -8,7 +8,7 @@ LABEL := com.whatsapp-daemon
 AGENT_DIR ?= $(HOME)/Library/LaunchAgents
 AGENT := $(AGENT_DIR)/$(LABEL).plist
 
-.PHONY: install demo run test lint status doctor install-agent load unload install-unit bench clean
+.PHONY: install demo run test lint status doctor install-agent load unload install-unit newsyslog bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -55,6 +55,12 @@ load:  ## start the agent (and at every login)
 unload:  ## stop the agent (SIGTERM: sends in flight finish first)
 	launchctl unload -w "$(AGENT)"
 
+newsyslog:  ## render the newsyslog line that rotates the log every night
+	@mkdir -p var
+	scripts/rotate_whatsapp_logs.sh --newsyslog > var/whatsapp_daemon.newsyslog.conf
+	@echo "wrote var/whatsapp_daemon.newsyslog.conf; install it with:"
+	@echo "  sudo cp var/whatsapp_daemon.newsyslog.conf /etc/newsyslog.d/whatsapp_daemon.conf"
+
 UNIT_DIR ?= $(HOME)/.config/systemd/user
 
 install-unit: install  ## Linux: write the systemd user unit for this checkout
@@ -62,9 +68,10 @@ install-unit: install  ## Linux: write the systemd user unit for this checkout
 	$(BIN)/whatsapp-daemon systemd-unit --project-dir "$(CURDIR)" --python "$(CURDIR)/$(BIN)/python" > "$(UNIT_DIR)/whatsapp-daemon.service"
 	@echo "wrote $(UNIT_DIR)/whatsapp-daemon.service; now: systemctl --user daemon-reload && systemctl --user enable --now whatsapp-daemon"
 
-bench: install  ## measure the limiter's bursts and the import's memory
+bench: install  ## measure the limiter's bursts, the import's memory, the log's size
 	$(BIN)/python bench/limiter_burst.py
 	$(BIN)/python bench/import_memory.py
+	$(BIN)/python bench/log_volume.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache var/demo var/logs/demo
