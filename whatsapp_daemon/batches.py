@@ -141,15 +141,11 @@ def cancel(db: QueueDB, batch_id: str, now: datetime) -> tuple[int, int]:
     sweep_abandoned(db, now)  # a dead import's rows must not block the cancel
     stamp = fmt(now)
     with db.write() as conn:
-        running = conn.execute(
-            "SELECT pid FROM whatsapp_imports WHERE batch_id = ?"
-            " AND state = 'importing'",
-            (batch_id,),
-        ).fetchone()
+        running = _running_import(conn, batch_id)
         if running is not None:
             raise InvalidMessageError(
                 f"batch {batch_id!r}: an import into it is under way (process"
-                f" {running[0]}); wait for it to finish, or stop it (Ctrl-C),"
+                f" {running}); wait for it to finish, or stop it (Ctrl-C),"
                 " then cancel"
             )
         _set_state(conn, batch_id, BatchState.CANCELLED, now)
@@ -236,15 +232,11 @@ def begin_import(
             raise InvalidMessageError(
                 f"--batch {batch_id}: this batch was cancelled; import under a new id"
             )
-        running = conn.execute(
-            "SELECT pid FROM whatsapp_imports WHERE batch_id = ?"
-            " AND state = 'importing'",
-            (batch_id,),
-        ).fetchone()
+        running = _running_import(conn, batch_id)
         if running is not None:
             raise InvalidMessageError(
                 f"--batch {batch_id}: another import into this batch is under way"
-                f" (process {running[0]}); wait for it to finish"
+                f" (process {running}); wait for it to finish"
             )
         conn.execute(
             "INSERT INTO whatsapp_batches (batch_id, state, source, created_at,"
@@ -278,6 +270,15 @@ def touch_import(db: QueueDB, import_id: int, now: datetime) -> None:
             "UPDATE whatsapp_imports SET updated_at = ? WHERE id = ?",
             (fmt(now), import_id),
         )
+
+
+def _running_import(conn: Any, batch_id: str) -> int | None:
+    """The process id of an import into the batch still under way, if any."""
+    row = conn.execute(
+        "SELECT pid FROM whatsapp_imports WHERE batch_id = ? AND state = 'importing'",
+        (batch_id,),
+    ).fetchone()
+    return int(row[0]) if row is not None else None
 
 
 def _require_import(conn: Any, import_id: int) -> None:
