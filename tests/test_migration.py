@@ -627,3 +627,59 @@ def test_default_lock_is_the_php_runbooks(monkeypatch: pytest.MonkeyPatch) -> No
     assert Settings.model_fields["lock_path"].default == PHP_LOCK
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     assert f"WHATSAPP_LOCK_PATH={PHP_LOCK}\n" in example
+
+
+async def test_a_php_table_with_nullable_attempts_is_sent(
+    start_sandbox: StartSandbox,
+    make_settings: Callable[..., Settings],
+    spawn: Spawn,
+) -> None:
+    """``attempts`` NULL (a column without default) counts as no attempt yet."""
+    sandbox = await start_sandbox()
+    settings = make_settings(api_base_url=sandbox.url)
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE whatsapp_queue (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " recipient TEXT, body TEXT, status TEXT DEFAULT 'pending',"
+            " attempts INTEGER, created_at TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO whatsapp_queue (recipient, body) VALUES"
+            " ('+2250701020321', 'Bonjour')"
+        )
+
+    daemon = spawn(agent_arguments(), daemon_env(settings))
+    await until(
+        lambda: table(settings.database_path)[1]["status"] == "sent",
+        15,
+        "the row to be sent",
+    )
+    row = table(settings.database_path)[1]
+    assert row["attempts"] == 1
+    assert [r["to"] for r in await sandbox.requests()] == ["2250701020321"]
+    daemon.popen.send_signal(signal.SIGTERM)
+    assert await daemon.exited(10) == Exit.OK
+
+
+async def test_a_table_without_an_id_column_stops_the_daemon_untouched(
+    make_settings: Callable[..., Settings], spawn: Spawn
+) -> None:
+    """No ``id``: exit 78 with one line, and no column added to the table."""
+    settings = make_settings()
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE whatsapp_queue (recipient TEXT, body TEXT,"
+            " status TEXT DEFAULT 'pending', attempts INTEGER DEFAULT 0)"
+        )
+        conn.execute(
+            "INSERT INTO whatsapp_queue (recipient, body)"
+            " VALUES ('+2250701020321', 'a')"
+        )
+    before = columns(settings.database_path)
+
+    daemon = spawn(agent_arguments(), daemon_env(settings))
+
+    assert await daemon.exited(15) == 78
+    [line] = [li for li in daemon.stderr().splitlines() if li.strip()]
+    assert "no id column" in line
+    assert columns(settings.database_path) == before

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import plistlib
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -421,3 +423,158 @@ def test_make_doctor_runs_the_doctor() -> None:
     assert "\ndoctor: install" in makefile
     assert "whatsapp-daemon doctor" in makefile
     plistlib.loads(launchd.render(ROOT, Path(sys.executable)))
+
+
+# -- odd states, odd files ---------------------------------------------------------
+
+
+def set_raw_state(settings: Settings, key: str, value: str) -> None:
+    db = QueueDB.open(settings.database_path)
+    try:
+        db.set_state(key, value, datetime.now(UTC))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (HEARTBEAT_KEY, "not json"),
+        (HEARTBEAT_KEY, "[1, 2]"),
+        (HEARTBEAT_KEY, '{"at": 123}'),
+        (HEARTBEAT_KEY, '{"at": "2026-12-04 10:00:00", "poll_interval": "abc"}'),
+        (HALT_KEY, '"x"'),
+        (HALT_KEY, "true"),
+    ],
+)
+def test_check_never_crashes_on_odd_stored_state(
+    cli: Run, settings: Settings, holding: InstanceLock, key: str, value: str
+) -> None:
+    """Whatever the state table holds, --check gives one line, never exit 1 by
+    a traceback."""
+    set_raw_state(settings, key, value)
+
+    check = cli("status", "--check")
+    shown = cli("status")
+
+    assert "Traceback" not in check.stderr + shown.stderr
+    assert len(check.stdout.splitlines()) == 1
+    assert check.returncode in (1, 2)
+    assert check.stdout.startswith(("WARNING: ", "CRITICAL: "))
+    assert shown.returncode == 0
+
+
+def test_a_text_error_code_does_not_break_the_status(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """A PHP table may store error codes as text: shown as they are."""
+    beat(settings, timedelta(seconds=1))
+    insert_raw(
+        settings.database_path, recipient="+2250701020304", body="x",
+        status="failed", error_code="abc", error_message="ancienne erreur",
+    )  # fmt: skip
+
+    shown = cli("status")
+
+    assert shown.returncode == 0, shown.stderr
+    assert any(
+        "abc" in li and "ancienne erreur" in li for li in shown.stdout.splitlines()
+    )
+
+
+def test_check_answers_within_seconds_while_another_writer_holds_the_database(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """An exclusive writer does not make the check wait a minute."""
+    beat(settings, timedelta(seconds=1))
+    writer = sqlite3.connect(settings.database_path, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        check = cli("status", "--check")
+        took = time.monotonic() - started
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+    assert took < 15, took
+    assert check.returncode in (0, 2), check.stdout
+    assert len(check.stdout.splitlines()) == 1
+
+
+def test_a_heartbeat_from_the_future_is_a_clock_warning(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """A last cycle dated ahead of the clock means a wrong clock: WARNING."""
+    beat(settings, -timedelta(hours=3))
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 1
+    assert check.stdout.startswith("WARNING: clock: the last cycle is dated ")
+
+
+def test_rows_in_an_unknown_status_are_a_warning(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """``Pending`` is not ``pending``: such rows are never sent, so say so."""
+    beat(settings, timedelta(seconds=1))
+    insert_raw(settings.database_path, recipient="+2250701020304", body="x",
+               status="Pending")  # fmt: skip
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 1
+    assert "a status the daemon does not know" in check.stdout
+    assert "'Pending' (1)" in check.stdout
+
+
+def test_the_token_never_shows_in_the_status_even_from_a_stored_reason(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """A halt reason quoting the token: status, --json and --check mask it."""
+    token = "EAA" + "s" * 30
+    set_halt(settings, f"Malformed access token {token}")
+    env = {"WHATSAPP_ACCESS_TOKEN": token}
+
+    outputs = [
+        cli("status", env=env).stdout,
+        cli("status", "--json", env=env).stdout,
+        cli("status", "--check", env=env).stdout,
+    ]
+
+    for output in outputs:
+        assert token not in output
+        assert "[jeton masqué]" in output
+
+
+@pytest.mark.parametrize("what", ["agent-dir", "agent-array", "lock-dir", "env-dir"])
+def test_doctor_names_odd_files_without_a_traceback(
+    project: Path, tmp_path: Path, what: str
+) -> None:
+    """A directory where a file should be, a plist that is an array: PROBLEM."""
+    lock = tmp_path / "lock"
+    env_file = project / ".env"
+    if what == "env-dir":
+        env_file.mkdir()
+    else:
+        env_file.write_text(
+            f"WHATSAPP_ACCESS_TOKEN={TOKEN}\nWHATSAPP_PHONE_NUMBER_ID=1065403522\n"
+            f"WHATSAPP_LOCK_PATH={lock}\n",
+            encoding="utf-8",
+        )
+    agent = tmp_path / "agent.plist"
+    if what == "agent-dir":
+        agent.mkdir()
+    elif what == "agent-array":
+        agent.write_bytes(plistlib.dumps(["not", "an", "agent"]))
+    if what == "lock-dir":
+        lock.mkdir()
+
+    done = doctor(project, tmp_path / "home", "--agent", agent)
+
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stdout
+    topic = {"agent-dir": "agent", "agent-array": "agent", "lock-dir": "lock",
+             "env-dir": ".env"}[what]  # fmt: skip
+    assert any(li.startswith(f"[PROBLEM] {topic}:") for li in done.stdout.splitlines())

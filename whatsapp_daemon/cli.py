@@ -233,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load()
     settings.require_sending()
     token = settings.access_token.get_secret_value() if settings.access_token else ""
     logs.setup(
@@ -292,7 +292,7 @@ async def _take_lock(lock: InstanceLock, stop: asyncio.Event, *, wait: bool) -> 
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load()
     region = settings.default_region
     at = _send_time(args.at, settings)
     if args.batch is not None:
@@ -384,7 +384,7 @@ def _template_file(path: Path) -> importer.Campaign:
 
 
 def _import(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load()
     _register_secret(settings)
     campaign = _campaign(args)
     now = datetime.now(UTC)
@@ -474,6 +474,13 @@ def _check_report_path(report: Path, source: Path, settings: Settings) -> None:
 _SECRETS: list[str] = []  # the access token, kept out of everything printed
 
 
+def _load() -> Settings:
+    """The settings; their token is then kept out of all this command prints."""
+    settings = load_settings()
+    _register_secret(settings)
+    return settings
+
+
 def _register_secret(settings: Settings) -> None:
     token = settings.access_token
     if token is not None and token.get_secret_value() not in _SECRETS:
@@ -502,7 +509,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _batch_list(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load()
     db = _existing_db(settings)
     try:
         summaries = batches.list_batches(db)
@@ -539,7 +546,7 @@ _LOG_LINES = {
 
 
 def _batch_change(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load()
     db = _existing_db(settings)
     now = datetime.now(UTC)
     try:
@@ -596,19 +603,19 @@ def _log_to_file(settings: Settings) -> None:
 def _status(args: argparse.Namespace) -> int:
     if args.check:
         return _check(args)
-    settings = load_settings()
+    settings = _load()
     report = status.gather(settings, datetime.now(UTC))
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(_redact(json.dumps(report, indent=2, ensure_ascii=False)))
     else:
-        print(status.render(report))
+        print(_redact(status.render(report)))
     return Exit.OK
 
 
 def _check(args: argparse.Namespace) -> int:
     """One line and 0 (healthy), 1 (warning) or 2 (critical), for monitors."""
     try:
-        settings = load_settings()
+        settings = _load()
     except ConfigError as exc:
         verdict = status.Verdict(status.Health.CRITICAL, f"configuration: {exc}")
     else:
@@ -637,7 +644,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load()
     db = QueueDB.open(settings.database_path)
     try:
         row = db.get(args.id)

@@ -131,6 +131,15 @@ def _folder(project: Path) -> Finding:
 
 def _env_file(project: Path) -> list[Finding]:
     path = project / ENV_FILE
+    if path.exists() and not path.is_file():
+        return [
+            Finding(
+                ".env",
+                f"{path} is not a file; the settings in it are not read",
+                f"remove it, then cp .env.example {path}",
+                problem=True,
+            )
+        ]
     if not path.exists():
         return [
             Finding(
@@ -213,6 +222,13 @@ def _sending_keys(settings: Settings) -> list[Finding]:
 
 def _database(path: Path) -> Finding:
     folder = path.parent
+    if path.exists() and not path.is_file():
+        return Finding(
+            "database",
+            f"{path} is not a file",
+            "set WHATSAPP_DATABASE_PATH to the application's SQLite file",
+            problem=True,
+        )
     if not path.exists():
         if _writable_folder(folder):
             return Finding("database", f"{path} will be created at the first run")
@@ -263,6 +279,13 @@ def _logs(path: Path) -> Finding:
 
 
 def _lock(path: Path) -> Finding:
+    if path.exists() and not path.is_file():
+        return Finding(
+            "lock",
+            f"{path} is not a file; the daemon cannot lock it",
+            "remove it, or set WHATSAPP_LOCK_PATH to a file path",
+            problem=True,
+        )
     if not path.exists():
         if _writable_folder(path.parent):
             return Finding("lock", f"{path} is free")
@@ -300,6 +323,13 @@ def _writable_folder(folder: Path) -> bool:
 def _agent(project: Path, agent: Path) -> Finding:
     if sys.platform != "darwin" and not agent.exists():
         return Finding("agent", "not on macOS: no LaunchAgent to check", note=True)
+    if agent.exists() and not agent.is_file():
+        return Finding(
+            "agent",
+            f"{agent} is not a file",
+            "remove it, then make install-agent",
+            True,
+        )
     if not agent.exists():
         return Finding(
             "agent",
@@ -309,10 +339,15 @@ def _agent(project: Path, agent: Path) -> Finding:
         )
     try:
         installed = plistlib.loads(agent.read_bytes())
+        if not isinstance(installed, dict):
+            raise ConfigError("its top level is not a dictionary")
         launchd.validate(installed)
-    except (plistlib.InvalidFileException, ValueError, ConfigError) as exc:
+    except Exception as exc:  # plistlib fails in many ways on a damaged file
         return Finding(
-            "agent", f"{agent} is not a valid agent ({exc})", "make install-agent", True
+            "agent",
+            f"{agent} is not a valid agent ({type(exc).__name__}: {exc})",
+            "make install-agent",
+            problem=True,
         )
     expected = plistlib.loads(launchd.render(project, project / VENV_PYTHON))
     for key in ("ProgramArguments", "WorkingDirectory", "StandardOutPath"):

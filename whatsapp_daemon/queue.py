@@ -168,8 +168,15 @@ def fmt_attempt(moment: datetime) -> str:
 
 
 def parse(text: str) -> datetime:
-    """Read a time written by :func:`fmt` (or by SQLite) as an aware datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    """Read a time written by :func:`fmt` (or by SQLite) as an aware datetime.
+
+    A time without an offset is UTC; one with an offset (PHP's ``date('c')``)
+    is converted.
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 class QueueDB:
@@ -325,7 +332,7 @@ class QueueDB:
                     (fmt_attempt(now), message_id),
                 )
                 row = conn.execute(
-                    "UPDATE whatsapp_queue SET attempts = attempts + 1,"
+                    "UPDATE whatsapp_queue SET attempts = coalesce(attempts, 0) + 1,"
                     " sending_since = ?, last_attempt_at = ?, updated_at = ?"
                     " WHERE id = ? RETURNING attempts",
                     (stamp, stamp, stamp, message_id),
@@ -350,7 +357,7 @@ class QueueDB:
         with self.write() as conn:
             conn.execute(
                 "UPDATE whatsapp_queue SET sending_since = NULL, updated_at = ?,"
-                " attempts = attempts - ? WHERE id = ?",
+                " attempts = coalesce(attempts, 0) - ? WHERE id = ?",
                 (fmt(now), 1 if refund else 0, message_id),
             )
 
@@ -392,7 +399,7 @@ class QueueDB:
         """Put a claimed message back to pending (``refund``: its last attempt)."""
         self._finish(
             message_id,
-            "status = 'pending', attempts = attempts - ?",
+            "status = 'pending', attempts = coalesce(attempts, 0) - ?",
             (1 if refund else 0,),
             now,
         )
@@ -533,6 +540,12 @@ ESSENTIAL = ("recipient", "body")
 
 
 def _check_essential(conn: sqlite3.Connection, present: set[str]) -> None:
+    if "id" not in present:
+        raise ConfigError(
+            "whatsapp_queue has no id column; the daemon needs one (id INTEGER"
+            " PRIMARY KEY) to track each message: recreate the table with it"
+            " (see README, 'The queue table')"
+        )
     missing = [name for name in ESSENTIAL if name not in present]
     if not missing:
         return

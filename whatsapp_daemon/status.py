@@ -29,6 +29,7 @@ from .settings import Settings
 # A cycle this many poll intervals old (plus a minute for a long batch) is late.
 LATE_POLLS = 3
 BAR_WIDTH = 20
+CLOCK_SLACK = 120  # seconds a heartbeat may be ahead of this clock
 
 
 class Health(IntEnum):
@@ -56,7 +57,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
             f"WHATSAPP_DATABASE_PATH: {settings.database_path} does not exist;"
             " check the path (the daemon creates it when it first runs)"
         )
-    db = QueueDB.open(settings.database_path)
+    db = _open(settings.database_path)
     try:
         report: dict[str, Any] = {
             "daemon": {
@@ -86,11 +87,44 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
 
 
 def check(settings: Settings, now: datetime) -> Verdict:
-    """The verdict alone; a database that cannot be read is critical."""
+    """The verdict alone; a database that cannot be read is critical.
+
+    It never raises: whatever goes wrong is itself a critical answer, so that
+    a monitor never mistakes a broken check for a warning.
+    """
     try:
         return verdict(gather(settings, now), settings, now)
     except (ConfigError, sqlite3.Error, OSError) as exc:
         return Verdict(Health.CRITICAL, f"database unreadable: {exc}")
+    except Exception as exc:  # a bug must still give one critical line
+        return Verdict(Health.CRITICAL, f"status failed: {type(exc).__name__}: {exc}")
+
+
+STATUS_WAIT = 5.0  # seconds the status waits for a database another writer locks
+
+
+def _open(path: Path) -> QueueDB:
+    """Open for reading, without taking the write lock unless tables are missing.
+
+    The status must answer within seconds even while the daemon or the
+    application writes; it creates the daemon's tables only on a database
+    that has never had them (a fresh install).
+    """
+    conn = sqlite3.connect(str(path), timeout=STATUS_WAIT, isolation_level=None)
+    try:
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+    finally:
+        conn.close()
+    needed = {"whatsapp_queue", "whatsapp_daemon_state", "whatsapp_batches",
+              "whatsapp_imports", "whatsapp_attempts"}  # fmt: skip
+    db = QueueDB.open(path, migrate=not needed <= tables)
+    db.conn.execute(f"PRAGMA busy_timeout = {int(STATUS_WAIT * 1000)}")
+    return db
 
 
 def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdict:
@@ -106,12 +140,23 @@ def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdic
     if stopped:
         return Verdict(
             Health.CRITICAL,
-            f"sending stopped since {stopped['since']} UTC: {stopped['reason']}",
+            f"sending stopped since {stopped.get('since', '?')} UTC:"
+            f" {stopped.get('reason', '?')}",
         )
     running = _running_line(daemon, now)
-    cycle = daemon["last_cycle"]
-    age = _age(cycle["at"], now) if cycle else None
-    poll = float(cycle.get("poll_interval", settings.poll_interval)) if cycle else 0
+    cycle = daemon["last_cycle"] or {}
+    age = _age(cycle.get("at"), now)
+    try:
+        poll = float(cycle.get("poll_interval", settings.poll_interval))
+    except (TypeError, ValueError):
+        poll = settings.poll_interval
+    ahead = _age(cycle.get("at"), now, signed=True)
+    if ahead is not None and ahead < -CLOCK_SLACK:
+        return Verdict(
+            Health.WARNING,
+            f"clock: the last cycle is dated {cycle.get('at')} UTC, in the future;"
+            " check the Mac's date and time",
+        )
     if age is None or age > LATE_POLLS * poll + 60:
         seen = f"{_duration(age)} ago" if age is not None else "never"
         return Verdict(
@@ -127,6 +172,14 @@ def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdic
 
 def _warnings(report: dict[str, Any], settings: Settings) -> list[str]:
     found = []
+    known = {status.value for status in Status}
+    strange = {k: v for k, v in report["counts"].items() if k not in known and v}
+    if strange:
+        names = ", ".join(f"{name!r} ({count})" for name, count in strange.items())
+        found.append(
+            f"rows with a status the daemon does not know, never sent: {names};"
+            " set them to 'pending' or 'failed'"
+        )
     oldest = report["oldest_due"]
     limit = settings.check_backlog_minutes
     if oldest and (oldest["age_seconds"] or 0) > limit * 60:
@@ -151,7 +204,8 @@ def _warnings(report: dict[str, Any], settings: Settings) -> list[str]:
 
 def _running_line(daemon: dict[str, Any], now: datetime) -> str:
     cycle = daemon["last_cycle"] or {}
-    since = f" since {cycle['started']} UTC" if cycle.get("started") else ""
+    started = cycle.get("started")
+    since = f" since {started} UTC" if isinstance(started, str) else ""
     age = _age(cycle.get("at"), now)
     last = f", last cycle {_duration(age)} ago" if age is not None else ""
     return f"running, PID {daemon['pid']}{since}{last}"
@@ -160,9 +214,18 @@ def _running_line(daemon: dict[str, Any], now: datetime) -> str:
 # -- reading -----------------------------------------------------------------
 
 
-def _state(db: QueueDB, key: str) -> Any:
+def _state(db: QueueDB, key: str) -> dict[str, Any] | None:
+    """A JSON object of the daemon's state; anything else reads as its text."""
     value = db.get_state(key)
-    return json.loads(value) if value else None
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        data = value
+    if isinstance(data, dict):
+        return data
+    return {"reason": str(data), "since": "?", "at": None}
 
 
 def _counts(db: QueueDB) -> dict[str, int]:
@@ -267,7 +330,8 @@ def _failures(db: QueueDB) -> list[dict[str, Any]]:
         if code is None:
             meaning = "refusé avant l'envoi (numéro ou contenu invalide)"
         else:
-            meaning = EXPLANATIONS.get(int(code)) or str(row["example"] or "")
+            known = EXPLANATIONS.get(code) if isinstance(code, int) else None
+            meaning = known or str(row["example"] or "")
         failures.append(
             {
                 "code": code,
@@ -323,13 +387,16 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _age(text: str | None, now: datetime) -> int | None:
-    if not text:
+def _age(text: Any, now: datetime, *, signed: bool = False) -> int | None:
+    """Seconds since ``text`` (None if it is not a time); never negative
+    unless ``signed``."""
+    if not isinstance(text, str) or not text:
         return None
     try:
-        return max(0, int((now - parse(text.replace("T", " "))).total_seconds()))
+        seconds = int((now - parse(text)).total_seconds())
     except ValueError:
         return None
+    return seconds if signed else max(0, seconds)
 
 
 # -- rendering ---------------------------------------------------------------
@@ -342,7 +409,8 @@ def render(status: dict[str, Any]) -> str:
     stopped = status["sending_stopped"]
     if stopped and not health["reason"].startswith("sending stopped"):
         lines.append(
-            f"SENDING STOPPED since {stopped['since']} UTC: {stopped['reason']}"
+            f"SENDING STOPPED since {stopped.get('since', '?')} UTC:"
+            f" {stopped.get('reason', '?')}"
         )
     lines.append("")
     lines.append("Queue by status:")
