@@ -8,7 +8,8 @@ LABEL := com.whatsapp-daemon
 AGENT_DIR ?= $(HOME)/Library/LaunchAgents
 AGENT := $(AGENT_DIR)/$(LABEL).plist
 
-.PHONY: install demo run test lint status doctor install-agent load unload install-unit newsyslog bench clean
+.PHONY: install demo run test lint status doctor install-agent load unload
+.PHONY: install-unit newsyslog bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -65,8 +66,10 @@ UNIT_DIR ?= $(HOME)/.config/systemd/user
 
 install-unit: install  ## Linux: write the systemd user unit for this checkout
 	mkdir -p var/logs "$(UNIT_DIR)"
-	$(BIN)/whatsapp-daemon systemd-unit --project-dir "$(CURDIR)" --python "$(CURDIR)/$(BIN)/python" > "$(UNIT_DIR)/whatsapp-daemon.service"
-	@echo "wrote $(UNIT_DIR)/whatsapp-daemon.service; now: systemctl --user daemon-reload && systemctl --user enable --now whatsapp-daemon"
+	$(BIN)/whatsapp-daemon systemd-unit --project-dir "$(CURDIR)" \
+	  --python "$(CURDIR)/$(BIN)/python" > "$(UNIT_DIR)/whatsapp-daemon.service"
+	@echo "wrote $(UNIT_DIR)/whatsapp-daemon.service; now:"
+	@echo "  systemctl --user daemon-reload && systemctl --user enable --now whatsapp-daemon"
 
 bench: install  ## measure the limiter's bursts, the import's memory, the log's size
 	$(BIN)/python bench/limiter_burst.py
