@@ -534,6 +534,7 @@ def test_the_token_never_shows_in_the_status_even_from_a_stored_reason(
 ) -> None:
     """A halt reason quoting the token: status, --json and --check mask it."""
     token = "EAA" + "s" * 30
+    beat(settings, timedelta(seconds=1))
     set_halt(settings, f"Malformed access token {token}")
     env = {"WHATSAPP_ACCESS_TOKEN": token}
 
@@ -578,3 +579,77 @@ def test_doctor_names_odd_files_without_a_traceback(
     topic = {"agent-dir": "agent", "agent-array": "agent", "lock-dir": "lock",
              "env-dir": ".env"}[what]  # fmt: skip
     assert any(li.startswith(f"[PROBLEM] {topic}:") for li in done.stdout.splitlines())
+
+
+def test_a_lock_held_by_another_program_is_not_a_running_daemon(
+    cli: Run, settings: Settings
+) -> None:
+    """The old cron holding the lock (an earlier daemon's PID still in the
+    file): CRITICAL, not sending, and no dead PID named."""
+    beat(settings, timedelta(seconds=1), pid=999_999_999)
+    settings.lock_path.write_text("999999999\n")  # a PID no process has
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(settings.lock_path)!r}, os.O_RDWR)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        check = cli("status", "--check")
+        run = cli("run", env={"WHATSAPP_ACCESS_TOKEN": TOKEN,
+                              "WHATSAPP_PHONE_NUMBER_ID": "1065403522"})  # fmt: skip
+    finally:
+        holder.kill()
+        holder.communicate()
+
+    assert check.returncode == 2
+    assert check.stdout.startswith("CRITICAL: not sending: the lock ")
+    assert "held by an unknown process" in check.stdout
+    assert "999999999" not in check.stdout
+    assert run.returncode == 75
+    assert "999999999" not in run.stderr
+
+
+def test_messages_of_unknown_outcome_are_a_warning(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """An ``unknown`` row needs a person: WARNING naming the command."""
+    beat(settings, timedelta(seconds=1))
+    insert_raw(settings.database_path, recipient="+2250701020304", body="x",
+               status="unknown")  # fmt: skip
+
+    check = cli("status", "--check")
+
+    assert check.returncode == 1
+    assert "1 messages with an unknown outcome need checking" in check.stdout
+    assert "resolve" in check.stdout
+
+
+def test_a_campaign_draining_at_the_rate_is_not_a_backlog(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """Messages due 40 min ago behind 5,000 others (50 min at 100/min) are
+    expected to wait: no backlog warning; with 100 only, there is one."""
+    beat(settings, timedelta(seconds=1))
+    old = fmt(datetime.now(UTC) - timedelta(minutes=40))
+    db = QueueDB.open(settings.database_path)
+    try:
+        with db.write() as conn:
+            conn.executemany(
+                "INSERT INTO whatsapp_queue (recipient, body, scheduled_at)"
+                " VALUES (?, 'x', ?)",
+                [(f"+2250701{n:06d}", old) for n in range(5000)],
+            )
+    finally:
+        db.close()
+    env = {"WHATSAPP_RATE_PER_MINUTE": "100"}
+
+    busy = cli("status", "--check", env=env)
+    slow = cli("status", "--check", env={"WHATSAPP_RATE_PER_MINUTE": "10000"})
+
+    assert busy.returncode == 0, busy.stdout
+    assert slow.returncode == 1 and "backlog" in slow.stdout

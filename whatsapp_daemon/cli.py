@@ -277,7 +277,8 @@ async def _take_lock(lock: InstanceLock, stop: asyncio.Event, *, wait: bool) -> 
         except AlreadyRunningError as exc:
             if not logged:
                 logs.logger.warning(
-                    "Une autre instance détient le verrou, aucun envoi",
+                    "Une autre instance détient le verrou, aucun envoi"
+                    + (" ; attente de sa libération" if wait else ""),
                     extra=logs.ctx(lock=exc.path, pid=exc.holder_pid),
                 )
                 logged = True
@@ -662,6 +663,11 @@ def _resolve(args: argparse.Namespace) -> int:
         db.settle(args.id, target[args.outcome], datetime.now(UTC))
     finally:
         db.close()
+    _log_to_file(settings)
+    logs.logger.info(
+        "Message au résultat inconnu réglé à la main",
+        extra=logs.ctx(id=args.id, outcome=target[args.outcome].value),
+    )
     print(f"message {args.id} is now {target[args.outcome].value}")
     return Exit.OK
 

@@ -111,8 +111,9 @@ def _folder(project: Path) -> Finding:
                 "folder",
                 f"{project} is under ~/{name}, which macOS keeps from a"
                 " LaunchAgent without Full Disk Access",
-                f"move the project out (e.g. ~/whatsapp_daemon), or give Full Disk"
-                f" Access to {project / VENV_PYTHON} in System Settings",
+                "move the project out (e.g. ~/whatsapp_daemon) and run make clean"
+                f" install there, or give Full Disk Access to {project / VENV_PYTHON}"
+                " in System Settings",
                 problem=True,
             )
     if project.is_relative_to("/Volumes"):

@@ -74,9 +74,20 @@ class InstanceLock:
 
 
 def holder_pid(path: Path) -> int | None:
-    """Return the PID written in the lock file, if it holds one."""
+    """Return the PID written in the lock file, if that process still exists.
+
+    Another program holding the lock (the old cron job) may not write its
+    PID, leaving the one of an earlier daemon: a dead PID is no answer.
+    """
     with contextlib.suppress(OSError, ValueError):
-        return int(path.read_text().strip())
+        pid = int(path.read_text().strip())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
     return None
 
 

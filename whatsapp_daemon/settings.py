@@ -94,6 +94,18 @@ class Settings(BaseSettings):
             )
         return SecretStr(token) if token else None
 
+    @field_validator("phone_number_id")
+    @classmethod
+    def _check_phone_number_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().isdigit():
+            raise ValueError(
+                "must be the Phone number ID (digits) from WhatsApp Manager, not"
+                " the phone number"
+            )
+        return value.strip()
+
     @field_validator("api_version")
     @classmethod
     def _check_version(cls, value: str) -> str:

@@ -70,6 +70,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
             "counts": _counts(db),
             "batches": _batches(db, now, settings.rate_per_minute),
             "oldest_due": _oldest_due(db, now),
+            "due_count": db.count_due(now),
             "next_scheduled": _next_scheduled(db, now),
             "last_sent": _last_sent(db, now),
             "failures": _failures(db),
@@ -82,7 +83,12 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
         }
     finally:
         db.close()
-    report["health"] = verdict(report, settings, now).__dict__
+    found = verdict(report, settings, now)
+    report["health"] = {
+        "health": found.health.name,
+        "exit": int(found.health),
+        "reason": found.reason,
+    }
     return report
 
 
@@ -133,8 +139,16 @@ def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdic
     if not daemon["running"]:
         return Verdict(
             Health.CRITICAL,
-            f"not running (lock {daemon['lock_path']} is free); start it with"
-            " make load",
+            f"not running (lock {daemon['lock_path']} is free); start it (make"
+            " load, or make run to try it by hand)",
+        )
+    beat = daemon["last_cycle"] or {}
+    if daemon["pid"] is None or beat.get("pid") != daemon["pid"]:
+        holder = f"PID {daemon['pid']}" if daemon["pid"] else "an unknown process"
+        return Verdict(
+            Health.CRITICAL,
+            f"not sending: the lock {daemon['lock_path']} is held by {holder}"
+            " that is not a running daemon (the old cron job?); see make doctor",
         )
     stopped = report["sending_stopped"]
     if stopped:
@@ -180,9 +194,18 @@ def _warnings(report: dict[str, Any], settings: Settings) -> list[str]:
             f"rows with a status the daemon does not know, never sent: {names};"
             " set them to 'pending' or 'failed'"
         )
+    unknown = report["counts"].get("unknown", 0)
+    if unknown:
+        found.append(
+            f"{unknown} messages with an unknown outcome need checking"
+            " (whatsapp-daemon resolve ID --as sent|resend|failed)"
+        )
     oldest = report["oldest_due"]
     limit = settings.check_backlog_minutes
-    if oldest and (oldest["age_seconds"] or 0) > limit * 60:
+    # A large campaign keeps its last messages waiting while it drains at
+    # the rate: that much waiting is expected, beyond it is a backlog.
+    draining = report["due_count"] / settings.rate_per_minute * 60
+    if oldest and (oldest["age_seconds"] or 0) > limit * 60 + draining:
         found.append(
             f"backlog: message #{oldest['id']} has waited"
             f" {_duration(oldest['age_seconds'])} (threshold {limit} min)"
@@ -239,7 +262,7 @@ def _counts(db: QueueDB) -> dict[str, int]:
 
 def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
     rows = db.conn.execute(
-        "SELECT coalesce(q.batch_id, '') AS batch, COUNT(*) AS total,"
+        "SELECT q.batch_id AS batch, COUNT(*) AS total,"
         " coalesce(b.state, 'active') AS state,"
         " SUM(q.status = 'pending') AS pending,"
         " SUM(q.status = 'processing') AS processing,"
@@ -253,7 +276,11 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
     )
     batches = []
     for row in rows:
-        batch = {k: v if k == "next_due" else (v or 0) for k, v in dict(row).items()}
+        batch = {
+            k: v if k in ("next_due", "batch") else (v or 0)
+            for k, v in dict(row).items()
+        }
+        batch["batch"] = batch["batch"] or None
         left = batch["pending"] + batch["processing"]
         batch["done"] = batch["total"] - left
         batch["finish_estimate"] = _finish(left, batch, now, rate)
@@ -405,7 +432,7 @@ def _age(text: Any, now: datetime, *, signed: bool = False) -> int | None:
 def render(status: dict[str, Any]) -> str:
     """The status for a person in a terminal (UTC times)."""
     health = status["health"]
-    lines = [f"{Health(health['health']).name}: {health['reason']}"]
+    lines = [f"{health['health']}: {health['reason']}"]
     stopped = status["sending_stopped"]
     if stopped and not health["reason"].startswith("sending stopped"):
         lines.append(
