@@ -7,15 +7,17 @@ BIN := $(VENV)/bin
 LABEL := com.whatsapp-daemon
 AGENT_DIR ?= $(HOME)/Library/LaunchAgents
 AGENT := $(AGENT_DIR)/$(LABEL).plist
+OLD_PYTHON := import sys; sys.exit(sys.version_info < (3, 11))
 
 .PHONY: install demo run test lint status doctor install-agent load unload
 .PHONY: install-unit newsyslog bench clean
 
 $(BIN)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	@$(PYTHON) -c '$(OLD_PYTHON)' || \
 	  { echo "whatsapp_daemon needs Python 3.11 or later; $(PYTHON) is older."; \
-	    echo "Install it (e.g. brew install python@3.11), then: make clean; make PYTHON=python3.11 ..."; exit 1; }
-	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	    echo "Install it (e.g. brew install python@3.11), then:"; \
+	    echo "  make clean; make PYTHON=python3.11 ..."; exit 1; }
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c '$(OLD_PYTHON)'; then \
 	  echo "rebuilding $(VENV): it was made with a Python older than 3.11"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -47,7 +49,8 @@ doctor: install  ## check the installation before loading the agent
 
 install-agent: install  ## write the LaunchAgent for this checkout
 	mkdir -p var/logs "$(AGENT_DIR)"
-	$(BIN)/whatsapp-daemon plist --project-dir "$(CURDIR)" --python "$(CURDIR)/$(BIN)/python" > "$(AGENT)"
+	$(BIN)/whatsapp-daemon plist --project-dir "$(CURDIR)" \
+	  --python "$(CURDIR)/$(BIN)/python" > "$(AGENT)"
 	@echo "wrote $(AGENT); now: make load"
 
 load:  ## start the agent (and at every login)

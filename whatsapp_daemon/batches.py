@@ -211,6 +211,20 @@ def _count(conn: Any, batch_id: str, status: str) -> int:
 # -- imports --------------------------------------------------------------
 
 
+def check_target(conn: Any, batch_id: str, *, append: bool) -> None:
+    """Refuse to add messages to a cancelled batch, or, without ``append``,
+    to a batch that exists."""
+    if not append and _exists(conn, batch_id):
+        raise InvalidMessageError(
+            f"--batch {batch_id}: this batch already exists; choose another"
+            " id (or pass --append to add to it)"
+        )
+    if _state(conn, batch_id) is BatchState.CANCELLED:
+        raise InvalidMessageError(
+            f"--batch {batch_id}: this batch was cancelled; use a new batch id"
+        )
+
+
 def begin_import(
     db: QueueDB, batch_id: str, source: str, now: datetime, *, append: bool
 ) -> int:
@@ -223,15 +237,7 @@ def begin_import(
     """
     stamp = fmt(now)
     with db.write() as conn:
-        if not append and _exists(conn, batch_id):
-            raise InvalidMessageError(
-                f"--batch {batch_id}: this batch already exists; choose another"
-                " id (or pass --append to add to it)"
-            )
-        if _state(conn, batch_id) is BatchState.CANCELLED:
-            raise InvalidMessageError(
-                f"--batch {batch_id}: this batch was cancelled; import under a new id"
-            )
+        check_target(conn, batch_id, append=append)
         running = _running_import(conn, batch_id)
         if running is not None:
             raise InvalidMessageError(

@@ -324,13 +324,9 @@ def _check_open_batch(settings: Settings, batch_id: str) -> None:
         return
     db = QueueDB.open(settings.database_path)
     try:
-        state = batches.state_of(db, batch_id)
+        batches.check_target(db.conn, batch_id, append=True)
     finally:
         db.close()
-    if state is batches.BatchState.CANCELLED:
-        raise InvalidMessageError(
-            f"--batch {batch_id}: this batch was cancelled; use another batch id"
-        )
 
 
 def _send_time(text: str | None, settings: Settings) -> datetime | None:

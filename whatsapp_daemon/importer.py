@@ -197,6 +197,14 @@ def describe(message: NewMessage) -> str:
     )
 
 
+class NoPhoneColumnError(InvalidMessageError):
+    """No column of the header can hold the numbers."""
+
+
+class AmbiguousColumnError(InvalidMessageError):
+    """Several columns could hold the numbers: the user must choose."""
+
+
 class ImportRefused(InvalidMessageError):
     """Nothing was queued; the report says which lines to look at."""
 
@@ -253,12 +261,12 @@ def phone_column(header: Sequence[str], wanted: str | None = None) -> int:
             return found[0]
         if found:
             names = ", ".join(repr(header[i]) for i in found)
-            raise InvalidMessageError(
+            raise AmbiguousColumnError(
                 f"several columns may hold the number ({names});"
                 " choose one with --phone-column"
             )
     columns = _names(header)
-    raise InvalidMessageError(
+    raise NoPhoneColumnError(
         f"no phone column among {columns}; name it telephone or phone, or give"
         " --phone-column"
     )
@@ -281,9 +289,10 @@ def looks_like_header(wanted: str | None) -> Callable[[list[str]], int]:
     def test(cells: list[str]) -> int:
         try:
             phone_column(cells, wanted)
-        except InvalidMessageError as exc:
-            if "several columns" not in str(exc):
-                return 0
+        except AmbiguousColumnError:
+            pass  # a header, whose column the user must name
+        except InvalidMessageError:
+            return 0
         named = sum(1 for cell in cells if cell)
         return 2 if named >= 2 else 1
 
@@ -320,8 +329,8 @@ class _Composer:
         self.fields: dict[str, int] = {}
         self.parsed: list[tuple[str, str | None, str | None, str | None]] = []
         if campaign.text is not None:
-            self.fields = _placeholders(campaign.text, header)
-            self.parsed = list(string.Formatter().parse(campaign.text))
+            self.parsed = _parse_text(campaign.text)
+            self.fields = _placeholders(campaign.text, self.parsed, header)
 
     def compose(
         self, values: list[str], recipient: str, scheduled_at: str | None
@@ -422,15 +431,23 @@ def _check_value(column: str, value: str) -> None:
         )
 
 
-def _placeholders(text: str, header: Sequence[str]) -> dict[str, int]:
-    """Check the {column} placeholders of ``--text``; map each to its column."""
+def _parse_text(text: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """``--text`` cut into (literal, placeholder, spec, conversion) pieces."""
     try:
-        parsed = list(string.Formatter().parse(text))
+        return list(string.Formatter().parse(text))
     except ValueError as exc:
         raise InvalidMessageError(
             f"--text {text!r}: {exc}; a placeholder is {{column}}, and a brace"
             " itself is written {{ or }}"
         ) from None
+
+
+def _placeholders(
+    text: str,
+    parsed: list[tuple[str, str | None, str | None, str | None]],
+    header: Sequence[str],
+) -> dict[str, int]:
+    """Check the {column} placeholders of ``--text``; map each to its column."""
     fields: dict[str, int] = {}
     for _, name, spec, conversion in parsed:
         if name is None:
@@ -463,7 +480,7 @@ class _Details:
     ) -> None:
         self.path = path
         self.secret = secret  # the access token, never written
-        self.columns = tuple(self._hide(name) for name in columns)
+        self.columns = tuple(columns)  # already masked by the caller
         self._partial: Path | None = None
         self._stream: TextIO | None = None
         self._writer: Any = None
@@ -539,7 +556,7 @@ def import_file(
     batches.check_batch_id(batch_id)
     if db is not None:
         batches.sweep_abandoned(db, now())
-        _check_batch(db, batch_id, append=options.append)
+        batches.check_target(db.conn, batch_id, append=options.append)
     table = open_table(
         path,
         encoding=options.encoding,
@@ -596,27 +613,13 @@ def import_file(
 def _phone_column_of(table: Table, wanted: str | None) -> int:
     try:
         return phone_column(table.header, wanted)
-    except InvalidMessageError as exc:
-        if table.header_line == 1 and "no phone column" in str(exc):
-            raise InvalidMessageError(
+    except NoPhoneColumnError as exc:
+        if table.header_line == 1:
+            raise NoPhoneColumnError(
                 f"{exc} (if line 1 is a title, the header must be among the"
                 " first 5 lines)"
             ) from None
         raise
-
-
-def _check_batch(db: QueueDB, batch_id: str, *, append: bool) -> None:
-    if not batches.exists(db, batch_id):
-        return
-    if not append:
-        raise InvalidMessageError(
-            f"--batch {batch_id}: this batch already exists; choose another id"
-            " (or pass --append to add to it)"
-        )
-    if batches.state_of(db, batch_id) is batches.BatchState.CANCELLED:
-        raise InvalidMessageError(
-            f"--batch {batch_id}: this batch was cancelled; import under a new id"
-        )
 
 
 def _read(

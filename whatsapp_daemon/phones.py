@@ -9,7 +9,7 @@ the regulator's rule (see :func:`convert_old`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 
@@ -24,6 +24,11 @@ _DECIMAL = re.compile(r"^\+?\d{5,}[.,]0+$")
 _TWO_NUMBERS = re.compile(r"\d(?:[\s.\-]?\d){7,}\s*(?:[/;,|&]|\bou\b|\bet\b)\s*\+?\d")
 # Spreadsheet ways of forcing text: ="0701020304" and '0701020304.
 _FORMULA_TEXT = re.compile(r'^="(.*)"$')
+
+_MOBILE = (
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+)
 
 CI_CODE = "225"
 # Operators by the first two digits of a ten-digit Ivorian number: the
@@ -46,20 +51,13 @@ class Phone:
     e164: str
     country: str  # ISO 3166 region of the number, e.g. "CI"
     old_number: str | None = None  # the eight digits it was converted from
+    # Known from the parse that made it; not part of the number's identity.
+    is_mobile: bool = field(default=False, compare=False)
 
     @property
     def operator(self) -> str | None:
         """The Ivorian operator that issued the number, if it is Ivorian."""
         return operator(self.e164)
-
-    @property
-    def is_mobile(self) -> bool:
-        number = phonenumbers.parse(self.e164)
-        kind = phonenumbers.number_type(number)
-        return kind in (
-            phonenumbers.PhoneNumberType.MOBILE,
-            phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-        )
 
 
 def normalize(raw: str, region: str | None = "CI") -> str:
@@ -213,6 +211,7 @@ def _phone(number: phonenumbers.PhoneNumber, old_number: str | None = None) -> P
         phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         phonenumbers.region_code_for_number(number) or "",
         old_number,
+        is_mobile=phonenumbers.number_type(number) in _MOBILE,
     )
 
 

@@ -133,6 +133,17 @@ CREATE TABLE IF NOT EXISTS whatsapp_daemon_state (
 );
 """
 
+# The tables SCHEMA creates.
+TABLES = frozenset(
+    {
+        "whatsapp_queue",
+        "whatsapp_batches",
+        "whatsapp_imports",
+        "whatsapp_attempts",
+        "whatsapp_daemon_state",
+    }
+)
+
 INDEXES = """
 CREATE INDEX IF NOT EXISTS whatsapp_queue_due
     ON whatsapp_queue (status, scheduled_at);

@@ -23,7 +23,16 @@ from .limits import WINDOW
 from .lock import holder_pid, is_locked
 from .models import Status
 from .outcomes import EXPLANATIONS
-from .queue import DUE, HALT_KEY, HEARTBEAT_KEY, QueueDB, fmt, fmt_attempt, parse
+from .queue import (
+    DUE,
+    HALT_KEY,
+    HEARTBEAT_KEY,
+    TABLES,
+    QueueDB,
+    fmt,
+    fmt_attempt,
+    parse,
+)
 from .settings import Settings
 
 # A cycle this many poll intervals old (plus a minute for a long batch) is late.
@@ -126,9 +135,7 @@ def _open(path: Path) -> QueueDB:
         }
     finally:
         conn.close()
-    needed = {"whatsapp_queue", "whatsapp_daemon_state", "whatsapp_batches",
-              "whatsapp_imports", "whatsapp_attempts"}  # fmt: skip
-    db = QueueDB.open(path, migrate=not needed <= tables)
+    db = QueueDB.open(path, migrate=not tables.issuperset(TABLES))
     db.conn.execute(f"PRAGMA busy_timeout = {int(STATUS_WAIT * 1000)}")
     return db
 

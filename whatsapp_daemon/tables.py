@@ -299,25 +299,28 @@ def _not_encoded(path: Path, line: int | None, encoding: str) -> InvalidMessageE
 
 
 def _find_header(
-    path: Path, rows: Iterator[Row], is_header: HeaderTest
+    path: Path,
+    rows: Iterator[Row],
+    is_header: HeaderTest,
+    empty: str = "the file is empty; it needs a header line",
 ) -> tuple[int, list[str], Iterator[Row]]:
     """Return (line, header, the rows after it); see :func:`open_table`."""
-    seen: list[tuple[int, list[str], list[str]]] = []  # number, cells, values
+    seen: list[tuple[int, list[str], list[str], int]] = []  # + values, score
     for number, values in rows:
         if not any(value.strip() for value in values):
             continue
-        cells = [value.strip().lstrip("\ufeff") for value in values]
-        seen.append((number, cells, values))
-        if is_header(cells) >= 2 or len(seen) == TITLE_ROWS:
+        cells = [value.strip() for value in values]
+        score = is_header(cells)
+        seen.append((number, cells, values, score))
+        if score >= 2 or len(seen) == TITLE_ROWS:
             break
     if not seen:
-        raise InvalidMessageError(f"{path}: the file is empty; it needs a header line")
-    scores = [is_header(cells) for _, cells, _ in seen]
-    best = max(range(len(seen)), key=lambda i: (scores[i], -i))
-    if scores[best] == 0:
+        raise InvalidMessageError(f"{path}: {empty}")
+    best = max(range(len(seen)), key=lambda i: (seen[i][3], -i))
+    if seen[best][3] == 0:
         best = 0
-    number, cells, _ = seen[best]
-    later = [(n, values) for n, _, values in seen[best + 1 :]]
+    number, cells, _, _ = seen[best]
+    later = [(n, values) for n, _, values, _ in seen[best + 1 :]]
     return number, cells, chain(later, rows)
 
 
@@ -363,14 +366,9 @@ def _open_xlsx(path: Path, wanted: str | None, is_header: HeaderTest) -> Table:
         # Some programs write a wrong size in the sheet; read it all.
         sheet.reset_dimensions()
         rows = _xlsx_rows(path, sheet)
-        try:
-            line, header, rows = _find_header(path, rows, is_header)
-        except InvalidMessageError as exc:
-            if "empty" not in str(exc):
-                raise
-            raise InvalidMessageError(
-                f"{path}: the sheet {sheet.title!r} is empty"
-            ) from None
+        line, header, rows = _find_header(
+            path, rows, is_header, f"the sheet {sheet.title!r} is empty"
+        )
         while header and not header[-1]:
             header.pop()
     except BaseException:
