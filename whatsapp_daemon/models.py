@@ -12,6 +12,8 @@ class Status(StrEnum):
     PENDING = "pending"  # waiting for its time or for a retry
     PROCESSING = "processing"  # claimed by the running daemon
     SENT = "sent"  # accepted by Meta; ``wamid`` holds Meta's message id
+    DELIVERED = "delivered"  # Meta's webhook: on the recipient's phone
+    READ = "read"  # Meta's webhook: opened by the recipient (or played)
     FAILED = "failed"  # given up; ``error_code``/``error_message`` say why
     UNKNOWN = "unknown"  # the request may have reached Meta; never resent alone
     CANCELLED = "cancelled"  # its batch was cancelled before it was sent
@@ -22,6 +24,15 @@ class MessageType(StrEnum):
 
     TEXT = "text"  # free-form text in ``body``
     TEMPLATE = "template"  # an approved template with ``template_params``
+    IMAGE = "image"  # the media kinds: ``content`` holds the media object
+    DOCUMENT = "document"
+    AUDIO = "audio"
+    VIDEO = "video"
+    STICKER = "sticker"
+    LOCATION = "location"
+    CONTACTS = "contacts"
+    INTERACTIVE = "interactive"  # reply buttons or a list
+    REACTION = "reaction"
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class NewMessage:
     template_params: tuple[str, ...] = ()
     batch_id: str | None = None
     scheduled_at: str | None = None  # UTC "YYYY-MM-DD HH:MM:SS"; None = now
+    content: str | None = None  # JSON of the kind's object (see payloads)
+    reply_to: str | None = None  # wamid of the message this one answers
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class QueuedMessage:
     template_params: str | None  # JSON array of strings, as stored
     batch_id: str | None
     attempts: int  # attempts already made before this claim
+    content: str | None = None  # JSON of the kind's object, as stored
+    reply_to: str | None = None  # wamid quoted as the message's context
 
 
 @dataclass

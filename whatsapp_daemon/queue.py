@@ -59,6 +59,10 @@ COLUMNS: dict[str, str] = {
     "error_message": "TEXT",
     "error_details": "TEXT",
     "import_id": "INTEGER",
+    "content": "TEXT",
+    "reply_to": "TEXT",
+    "delivered_at": "TEXT",
+    "read_at": "TEXT",
 }
 
 # A pending message is due once its time has come, unless its batch is
@@ -73,6 +77,11 @@ DUE = (
     " AND NOT EXISTS (SELECT 1 FROM whatsapp_batches"
     "   WHERE whatsapp_batches.batch_id = whatsapp_queue.batch_id"
     "     AND whatsapp_batches.state != 'active')"
+    " AND NOT EXISTS (SELECT 1 FROM whatsapp_holds"
+    "   WHERE whatsapp_queue.message_type = 'template'"
+    "     AND whatsapp_holds.template_name = whatsapp_queue.template_name"
+    "     AND whatsapp_holds.template_language = whatsapp_queue.template_language"
+    "     AND whatsapp_holds.batch_id IN ('*', coalesce(whatsapp_queue.batch_id, '')))"
 )
 
 P = ParamSpec("P")
@@ -104,7 +113,11 @@ CREATE TABLE IF NOT EXISTS whatsapp_queue (
     error_code INTEGER,
     error_message TEXT,
     error_details TEXT,
-    import_id INTEGER
+    import_id INTEGER,
+    content TEXT,
+    reply_to TEXT,
+    delivered_at TEXT,
+    read_at TEXT
 );
 CREATE TABLE IF NOT EXISTS whatsapp_batches (
     batch_id TEXT PRIMARY KEY,
@@ -131,6 +144,31 @@ CREATE TABLE IF NOT EXISTS whatsapp_daemon_state (
     value TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS whatsapp_holds (
+    template_name TEXT NOT NULL,
+    template_language TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    code INTEGER,
+    reason TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (template_name, template_language, batch_id)
+);
+CREATE TABLE IF NOT EXISTS whatsapp_statuses (
+    wamid TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message_id INTEGER,
+    recipient TEXT,
+    happened_at TEXT,
+    errors TEXT,
+    received_at TEXT NOT NULL,
+    applied_at TEXT,
+    PRIMARY KEY (wamid, status)
+);
+CREATE TABLE IF NOT EXISTS whatsapp_contacts (
+    wa_id TEXT PRIMARY KEY,
+    last_inbound_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 """
 
 # The tables SCHEMA creates.
@@ -141,8 +179,15 @@ TABLES = frozenset(
         "whatsapp_imports",
         "whatsapp_attempts",
         "whatsapp_daemon_state",
+        "whatsapp_holds",
+        "whatsapp_statuses",
+        "whatsapp_contacts",
     }
 )
+
+# Holds of a template: ``batch_id`` is the batch held, '' the messages
+# without a batch, and ALL_BATCHES every message with that template.
+ALL_BATCHES = "*"
 
 INDEXES = """
 CREATE INDEX IF NOT EXISTS whatsapp_queue_due
@@ -151,12 +196,15 @@ CREATE INDEX IF NOT EXISTS whatsapp_queue_batch_recipient
     ON whatsapp_queue (batch_id, recipient);
 CREATE INDEX IF NOT EXISTS whatsapp_queue_import ON whatsapp_queue (import_id);
 CREATE INDEX IF NOT EXISTS whatsapp_attempts_at ON whatsapp_attempts (attempted_at);
+CREATE INDEX IF NOT EXISTS whatsapp_queue_wamid ON whatsapp_queue (wamid);
+CREATE INDEX IF NOT EXISTS whatsapp_statuses_message
+    ON whatsapp_statuses (message_id);
 """
 
 _CLAIMED = (
     "id, coalesce(recipient, '') AS recipient, message_type, body, template_name,"
     " template_language, template_params, batch_id,"
-    " max(0, coalesce(CAST(attempts AS INTEGER), 0)) AS attempts"
+    " max(0, coalesce(CAST(attempts AS INTEGER), 0)) AS attempts, content, reply_to"
 )
 
 
@@ -277,8 +325,9 @@ class QueueDB:
                 cursor = conn.execute(
                     "INSERT INTO whatsapp_queue (recipient, message_type, body,"
                     " template_name, template_language, template_params, batch_id,"
-                    " status, scheduled_at, created_at, updated_at, import_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                    " status, scheduled_at, created_at, updated_at, import_id,"
+                    " content, reply_to)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
                     (
                         message.recipient,
                         message.message_type.value,
@@ -291,6 +340,8 @@ class QueueDB:
                         stamp,
                         stamp,
                         import_id,
+                        message.content,
+                        message.reply_to,
                     ),
                 )
                 ids.append(int(cursor.lastrowid or 0))
@@ -493,7 +544,8 @@ class QueueDB:
         with self.write() as conn:
             deleted = conn.execute(
                 "DELETE FROM whatsapp_queue"
-                " WHERE status IN ('sent', 'failed', 'cancelled')"
+                " WHERE status IN"
+                " ('sent', 'delivered', 'read', 'failed', 'cancelled')"
                 " AND updated_at < ?",
                 (cutoff,),
             ).rowcount
@@ -504,6 +556,12 @@ class QueueDB:
             conn.execute(
                 "DELETE FROM whatsapp_imports WHERE state = 'done' AND updated_at < ?",
                 (cutoff,),
+            )
+            conn.execute(
+                "DELETE FROM whatsapp_statuses WHERE received_at < ?", (cutoff,)
+            )
+            conn.execute(
+                "DELETE FROM whatsapp_contacts WHERE last_inbound_at < ?", (cutoff,)
             )
             conn.execute(
                 "DELETE FROM whatsapp_batches WHERE updated_at < ? AND NOT EXISTS"

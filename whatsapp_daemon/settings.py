@@ -80,6 +80,22 @@ class Settings(BaseSettings):
     check_failures_per_hour: int = Field(default=20, gt=0)  # messages failed
     check_disk_mb: int = Field(default=500, ge=0)  # free space for logs and queue
 
+    # Seconds between two messages to the same recipient (Meta's pair rate).
+    pair_interval: float = Field(default=6.0, ge=0, le=3600)
+    # Identical template failures (132000, 132012...) in one batch before the
+    # batch's other messages with that template are held.
+    template_failure_limit: int = Field(default=3, gt=0, le=1000)
+    # Refuse free-form messages to a customer whose 24-hour window is closed,
+    # as recorded by the webhook from inbound messages.
+    service_window_check: bool = False
+
+    # The webhook endpoint Meta calls with delivery statuses and inbound messages.
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = Field(default=8788, ge=1, le=65535)
+    webhook_path: str = "/webhook"
+    webhook_verify_token: SecretStr | None = None
+    app_secret: SecretStr | None = None
+
     @field_validator("access_token")
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
