@@ -111,6 +111,11 @@ def classify(error: GraphAPIError) -> Action:
     return Action.RETRY  # unknown codes and server errors: bounded retries
 
 
+def explanation(code: int | None) -> str | None:
+    """Return the plain-French meaning of a Meta error code, if known."""
+    return EXPLANATIONS.get(code) if code is not None else None
+
+
 def explain(error: GraphAPIError) -> str:
     """Return the reason stored and logged for ``error``."""
     plain = EXPLANATIONS.get(error.code) if error.code is not None else None
