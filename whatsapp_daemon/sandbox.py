@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -197,6 +198,82 @@ ERRORS: Mapping[int, GraphError] = {
     133010: GraphError(
         400, "Account not registered", "The phone number is not registered."
     ),
+    # The rest of Meta's error-code page, so that every code can be scripted.
+    32: GraphError(429, "Page request limit reached", "The page hit its call rate."),
+    33: GraphError(
+        400,
+        "Parameter value is not valid",
+        "This phone number ID does not exist or was deleted.",
+    ),
+    102: GraphError(401, "API Session", "The login session has expired.", 467),
+    341: GraphError(400, "Application limit reached", "Too many calls; wait."),
+    506: GraphError(400, "Duplicate Post", "This request duplicates a previous one."),
+    613: GraphError(429, "Calls to this api have exceeded the rate limit", "Wait."),
+    130403: GraphError(
+        400, "Recipient blocked", "The business has blocked this recipient."
+    ),
+    130497: GraphError(
+        400,
+        "Business account is restricted from messaging users in this country",
+        "Messages to this country are not allowed for this account.",
+    ),
+    131037: GraphError(
+        400,
+        "WhatsApp provided number needs display name approval before message"
+        " can be sent",
+        "The display name of this number is not approved.",
+    ),
+    131052: GraphError(400, "Media download error", "Unable to download the media."),
+    131055: GraphError(
+        400, "Method not allowed", "This method is not allowed for this number."
+    ),
+    131063: GraphError(
+        400,
+        "Marketing templates disabled",
+        "Marketing templates cannot be sent through the Cloud API for this account.",
+    ),
+    131064: GraphError(
+        400,
+        "Messaging limit reached",
+        "Messaging is limited after template classification violations.",
+    ),
+    132018: GraphError(
+        400, "Template parameter validation error", "A template parameter is invalid."
+    ),
+    132068: GraphError(400, "Flow is in blocked state", "The flow is blocked."),
+    132069: GraphError(
+        400, "Flow is in throttled state", "10 sends used this flow in the last hour."
+    ),
+    133000: GraphError(
+        500, "Incomplete deregistration", "A previous deregistration did not finish."
+    ),
+    133005: GraphError(400, "Two step verification PIN Mismatch", "Wrong PIN."),
+    133006: GraphError(
+        400, "Phone number re-verification needed", "Verify the number again."
+    ),
+    133008: GraphError(
+        400, "Too many two step verification PIN guesses", "Try again later."
+    ),
+    133009: GraphError(
+        400, "Two step verification PIN Guessed Too Fast", "Wait before retrying."
+    ),
+    133015: GraphError(
+        400,
+        "Please wait a few minutes before attempting to register this phone number",
+        "The number was deleted recently; wait 5 minutes.",
+    ),
+    133016: GraphError(
+        400,
+        "Account has been deregistered",
+        "Too many registration or deregistration attempts.",
+    ),
+    134011: GraphError(
+        400, "WhatsApp Payments terms not accepted", "Accept the payment terms."
+    ),
+    135000: GraphError(400, "Generic user error", "Unknown error in the parameters."),
+    2494100: GraphError(
+        400, "Account in maintenance mode", "The phone number is being migrated."
+    ),
 }
 UNKNOWN_ERROR = GraphError(400, "Unknown error", "The sandbox has no entry for it.")
 
@@ -224,6 +301,9 @@ class SandboxConfig:
     access_token: str | None = field(default=None, repr=False)  # never shown
     seed: int | None = None
     hang_seconds: float = 60.0  # seconds a "hang" action waits before accepting
+    # After this many accepted sends, the token in use expires: error 190
+    # (subcode 463) for it from then on; any other token is accepted.
+    token_expires_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -412,6 +492,8 @@ class _Sandbox:
         self._rng = random.Random(config.seed)
         self._recent: deque[float] = deque()  # monotonic times, last second
         self._counter = itertools.count(1)
+        self._accepted = 0
+        self._expired: set[str] = set()  # hashes of tokens that expired
 
     async def answer(self, authorization: str | None, body: Any, trace: str) -> _Reply:
         """Decide the reply to one send request, waiting as configured."""
@@ -421,7 +503,17 @@ class _Sandbox:
             refusal = _error(100, trace, problem)
         if refusal is not None:
             return refusal
-        return await self._decide(body, trace)
+        reply = await self._decide(body, trace)
+        if reply.message_id is not None:
+            self._count_acceptance(authorization)
+        return reply
+
+    def _count_acceptance(self, authorization: str | None) -> None:
+        """Expire the token in use once ``token_expires_after`` sends passed."""
+        self._accepted += 1
+        limit = self.config.token_expires_after
+        if limit is not None and self._accepted >= limit:
+            self._expired.add(_token_hash(authorization))
 
     def record(self, arrived: float, body: Any, reply: _Reply) -> None:
         """Append one request to the log."""
@@ -460,6 +552,14 @@ class _Sandbox:
         if scheme.lower() != "bearer" or not token.strip():
             details = "Send the header Authorization: Bearer <access token>."
             return _error(190, trace, details)
+        if _token_hash(authorization) in self._expired:
+            return _error(
+                190,
+                trace,
+                "The access token expired; generate a new one.",
+                subcode=463,
+                title="Error validating access token: Session has expired",
+            )
         expected = self.config.access_token
         if expected is not None and not secrets.compare_digest(
             token.strip().encode(), expected.encode()
@@ -517,6 +617,12 @@ class _Sandbox:
         """Return a wamid: a counter and random bytes, base64url without padding."""
         raw = next(self._counter).to_bytes(6, "big") + secrets.token_bytes(12)
         return "wamid." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _token_hash(authorization: str | None) -> str:
+    """Digest of the bearer token, so that the token itself is not kept."""
+    token = (authorization or "").partition(" ")[2].strip()
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _refused_token(trace: str) -> _Reply:
@@ -724,6 +830,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--throughput", type=_whole(1, 10**6, "80"), help="requests per second")
     add("--access-token", help=f"token to require (or env {TOKEN_ENV})")
     add("--seed", type=_whole(0, 2**32 - 1, "2026"), help="fix latency and errors")
+    add(
+        "--token-expires-after",
+        type=_whole(1, 10**9, "36"),
+        help="the token in use expires after this many accepted sends (error 190)",
+    )
     add("--port-file", type=Path, help="write the bound port here once listening")
     add(
         "--hang-seconds",
@@ -754,6 +865,7 @@ def _config(options: argparse.Namespace) -> SandboxConfig:
         access_token=options.access_token or os.environ.get(TOKEN_ENV) or None,
         seed=options.seed,
         hang_seconds=float(options.hang_seconds),
+        token_expires_after=options.token_expires_after,
     )
 
 
