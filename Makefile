@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 LABEL := com.whatsapp-daemon
 AGENT_DIR ?= $(HOME)/Library/LaunchAgents
 AGENT := $(AGENT_DIR)/$(LABEL).plist
+WEBHOOK_AGENT := $(AGENT_DIR)/$(LABEL).webhook.plist
 OLD_PYTHON := import sys; sys.exit(sys.version_info < (3, 11))
 
 .PHONY: install demo run test lint status doctor install-agent load unload
 .PHONY: install-unit newsyslog bench clean
+.PHONY: webhook install-webhook-agent load-webhook unload-webhook
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c '$(OLD_PYTHON)' || \
@@ -58,6 +60,21 @@ load:  ## start the agent (and at every login)
 
 unload:  ## stop the agent (SIGTERM: sends in flight finish first)
 	launchctl unload -w "$(AGENT)"
+
+webhook: install  ## receive Meta's statuses in this terminal (Ctrl-C stops it)
+	$(BIN)/whatsapp-daemon webhook
+
+install-webhook-agent: install  ## write the webhook's LaunchAgent for this checkout
+	mkdir -p var/logs "$(AGENT_DIR)"
+	$(BIN)/whatsapp-daemon plist --webhook --project-dir "$(CURDIR)" \
+	  --python "$(CURDIR)/$(BIN)/python" > "$(WEBHOOK_AGENT)"
+	@echo "wrote $(WEBHOOK_AGENT); now: make load-webhook"
+
+load-webhook:  ## start the webhook's agent (and at every login)
+	launchctl load -w "$(WEBHOOK_AGENT)"
+
+unload-webhook:  ## stop the webhook's agent
+	launchctl unload -w "$(WEBHOOK_AGENT)"
 
 newsyslog:  ## render the newsyslog line that rotates the log every night
 	@mkdir -p var

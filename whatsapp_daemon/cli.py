@@ -219,7 +219,19 @@ def _parser() -> argparse.ArgumentParser:
     plist = commands.add_parser("plist", help="print the LaunchAgent for this checkout")
     plist.add_argument("--python", type=Path, default=Path(sys.executable))
     plist.add_argument("--project-dir", type=Path, default=Path.cwd())
+    plist.add_argument(
+        "--webhook", action="store_true", help="the webhook's agent, not the daemon's"
+    )
     plist.set_defaults(handler=_plist)
+
+    hook = commands.add_parser(
+        "webhook", help="receive Meta's delivery statuses and messages (until SIGTERM)"
+    )
+    hook.add_argument("--host", help="address to listen on (WHATSAPP_WEBHOOK_HOST)")
+    hook.add_argument(
+        "--port", type=int, help="TCP port, 0 for any free one (WHATSAPP_WEBHOOK_PORT)"
+    )
+    hook.set_defaults(handler=_webhook)
 
     commands.add_parser(
         "sandbox",
@@ -235,12 +247,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     settings = _load()
     settings.require_sending()
-    token = settings.access_token.get_secret_value() if settings.access_token else ""
     logs.setup(
         settings.log_path,
         level=settings.log_level,
         mask_recipients=settings.mask_recipients,
-        secret=token,
+        secret=_SECRETS,
         echo=sys.stderr.isatty(),
     )
     lock = InstanceLock(settings.lock_path)
@@ -414,7 +425,7 @@ def _import(args: argparse.Namespace) -> int:
             batch_id=args.batch,
             options=options,
             details_path=details,
-            secret=_SECRETS[0] if _SECRETS else "",
+            secret=token.get_secret_value() if (token := settings.access_token) else "",
         )
     except importer.ImportRefused as refused:
         _print_lines(refused.report.lines())
@@ -468,7 +479,9 @@ def _check_report_path(report: Path, source: Path, settings: Settings) -> None:
             )
 
 
-_SECRETS: list[str] = []  # the access token, kept out of everything printed
+# The access token, the app secret and the webhook's verify token, kept out
+# of everything printed and logged.
+_SECRETS: list[str] = []
 
 
 def _load() -> Settings:
@@ -479,9 +492,15 @@ def _load() -> Settings:
 
 
 def _register_secret(settings: Settings) -> None:
-    token = settings.access_token
-    if token is not None and token.get_secret_value() not in _SECRETS:
-        _SECRETS.append(token.get_secret_value())
+    for secret in (
+        settings.access_token,
+        settings.app_secret,
+        settings.webhook_verify_token,
+    ):
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        if value and value not in _SECRETS:
+            _SECRETS.append(value)
+    _SECRETS.sort(key=len, reverse=True)  # one may contain another
 
 
 def _redact(text: str) -> str:
@@ -589,7 +608,7 @@ def _log_to_file(settings: Settings) -> None:
         settings.log_path,
         level=settings.log_level,
         mask_recipients=settings.mask_recipients,
-        secret=token.get_secret_value() if (token := settings.access_token) else "",
+        secret=_SECRETS,
         echo=False,
     )
 
@@ -674,7 +693,44 @@ def _systemd_unit(args: argparse.Namespace) -> int:
 
 
 def _plist(args: argparse.Namespace) -> int:
-    sys.stdout.write(launchd.render(args.project_dir, args.python).decode())
+    template = args.project_dir / launchd.WEBHOOK_TEMPLATE if args.webhook else None
+    sys.stdout.write(launchd.render(args.project_dir, args.python, template).decode())
+    return Exit.OK
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    """Serve Meta's webhook until SIGTERM or SIGINT."""
+    settings = _load()
+    from . import webhook  # aiohttp is imported only by the commands that serve
+
+    webhook.secrets_of(settings)  # refuse to start without them
+    logs.setup(
+        settings.log_path,
+        level=settings.log_level,
+        mask_recipients=settings.mask_recipients,
+        secret=_SECRETS,
+        echo=sys.stderr.isatty(),
+    )
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: give a port from 1 to 65535 (0: any)")
+    host = args.host or settings.webhook_host
+    port = settings.webhook_port if args.port is None else args.port
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await webhook.serve(settings, stop, host, port)
+
+    try:
+        asyncio.run(serve())
+    except webhook.ListenError as exc:
+        return _fail(
+            f"cannot listen on {host}:{port} ({exc}); another webhook may be"
+            " running, or pick another --port",
+            Exit.RUNNING,
+        )
     return Exit.OK
 
 
@@ -684,6 +740,6 @@ def _sandbox(argv: list[str]) -> int:
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"the sandbox needs {exc.name}; install it with"
-            " pip install 'whatsapp-daemon[sandbox]'"
+            " make install (pip install -e .)"
         ) from None
     return sandbox.main(argv)

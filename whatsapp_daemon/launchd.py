@@ -12,6 +12,9 @@ from .errors import ConfigError
 
 LABEL = "com.whatsapp-daemon"
 TEMPLATE = Path("launchd") / f"{LABEL}.plist.in"
+# The webhook's agent (whatsapp-daemon webhook), rendered the same way.
+WEBHOOK_LABEL = f"{LABEL}.webhook"
+WEBHOOK_TEMPLATE = Path("launchd") / f"{WEBHOOK_LABEL}.plist.in"
 
 # Keys of the agent and the type launchd requires for each.
 REQUIRED: dict[str, type | tuple[type, ...]] = {

@@ -14,7 +14,7 @@ import logging
 import logging.handlers
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,17 @@ logger = logging.getLogger(CHANNEL)
 class MonologFormatter(logging.Formatter):
     """Formats records as Monolog lines; masks recipients if asked.
 
-    ``secret`` is replaced with ``***`` in the finished line, so that it is
-    hidden even inside an exception's traceback.
+    ``secret`` (one string, or several: the access token, the app secret,
+    the webhook's verify token) is replaced with ``***`` in the finished
+    line, so that it is hidden even inside an exception's traceback.
     """
 
-    def __init__(self, *, mask_recipients: bool = True, secret: str = "") -> None:
+    def __init__(
+        self, *, mask_recipients: bool = True, secret: str | Sequence[str] = ""
+    ) -> None:
         super().__init__()
         self.mask_recipients = mask_recipients
-        self.secret = secret
+        self.secrets = _secrets(secret)
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
@@ -51,7 +54,9 @@ class MonologFormatter(logging.Formatter):
                 ensure_ascii=False,
                 separators=(",", ":"),
             )
-        return line.replace(self.secret, "***") if self.secret else line
+        for secret in self.secrets:
+            line = line.replace(secret, "***")
+        return line
 
     def _context(self, record: logging.LogRecord) -> dict[str, Any]:
         context = dict(getattr(record, "context", None) or {})
@@ -59,6 +64,12 @@ class MonologFormatter(logging.Formatter):
         if self.mask_recipients and isinstance(recipient, str):
             context["recipient"] = mask(recipient)
         return context
+
+
+def _secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
+    """The non-empty secrets, longest first (one may contain another)."""
+    found = [secret] if isinstance(secret, str) else list(secret)
+    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
 
 
 def ctx(**context: Any) -> dict[str, Mapping[str, Any]]:
@@ -71,7 +82,7 @@ def setup(
     *,
     level: str = "INFO",
     mask_recipients: bool = True,
-    secret: str = "",
+    secret: str | Sequence[str] = "",
     echo: bool = False,
 ) -> None:
     """Send the channel's records to ``log_path`` (and stderr if ``echo``)."""

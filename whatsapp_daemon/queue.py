@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from . import deliveries
 from .errors import ConfigError
 from .models import NewMessage, QueuedMessage, Status
 
@@ -424,6 +425,7 @@ class QueueDB:
             )
 
     def mark_sent(self, message_id: int, wamid: str, now: datetime) -> None:
+        """Record Meta's acceptance, and the statuses that came before it."""
         stamp = fmt(now)
         self._finish(
             message_id,
@@ -431,6 +433,7 @@ class QueueDB:
             " error_message = NULL, error_details = NULL",
             (wamid, stamp),
             now,
+            then=lambda conn: deliveries.apply_stored(conn, message_id, wamid, now),
         )
 
     def mark_failed(
@@ -455,6 +458,8 @@ class QueueDB:
             "status = 'unknown', error_message = ?",
             (reason,),
             now,
+            # A status Meta already sent for it proves it was accepted.
+            then=lambda conn: deliveries.apply_stored(conn, message_id, None, now),
         )
 
     def release(self, message_id: int, now: datetime, *, refund: bool = False) -> None:
@@ -467,8 +472,16 @@ class QueueDB:
         )
 
     def _finish(
-        self, message_id: int, assignments: str, params: tuple[Any, ...], now: datetime
+        self,
+        message_id: int,
+        assignments: str,
+        params: tuple[Any, ...],
+        now: datetime,
+        *,
+        then: Callable[[sqlite3.Connection], object] | None = None,
     ) -> None:
+        """Update the row and release its claim; ``then`` runs in the same
+        transaction."""
         with self.write() as conn:
             conn.execute(
                 f"UPDATE whatsapp_queue SET {assignments}, claimed_by = NULL,"
@@ -476,6 +489,8 @@ class QueueDB:
                 " WHERE id = ?",
                 (*params, fmt(now), message_id),
             )
+            if then is not None:
+                then(conn)
 
     def recover(self, now: datetime, owner: str | None = None) -> tuple[int, int]:
         """Settle messages left ``processing`` (by ``owner``, or by anyone).

@@ -21,6 +21,12 @@ ends, even if the client gave up); ``GET /_sandbox/requests`` lists them,
 ``GET /_sandbox/stats`` counts them and ``DELETE /_sandbox/requests`` forgets
 them. Run it with ``whatsapp-daemon sandbox --help``.
 
+With a ``webhook_url`` (loopback only) and an ``app_secret``, it then
+plays Meta's webhook for each accepted message: signed notifications
+``sent``, ``delivered``, ``read`` (``failed`` for ``"async:CODE"``), each
+``status_delay`` seconds after the last; ``GET /_sandbox/notifications``
+lists them.
+
 The access token is compared but never written to a response, a record or a log.
 """
 
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import hmac
 import ipaddress
 import itertools
 import json
@@ -41,13 +48,14 @@ import secrets
 import signal
 import sys
 import time
+import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, web
 from aiohttp.typedefs import Handler
 
 from .limits import busiest_window
@@ -57,6 +65,13 @@ DEFAULT_PORT = 8799  # TCP port the CLI listens on unless --port says otherwise
 DEFAULT_VERSION = "v23.0"  # facebook-api-version header when the path has none
 # Environment variable read when --access-token is not given.
 TOKEN_ENV = "WHATSAPP_SANDBOX_ACCESS_TOKEN"
+# Environment variable read when --app-secret is not given.
+APP_SECRET_ENV = "WHATSAPP_SANDBOX_APP_SECRET"
+# How the sandbox's notifications name the business account and its number.
+WABA_ID = "102290129340398"
+DISPLAY_PHONE_NUMBER = "15550783881"
+ERROR_HREF = "/documentation/business-messaging/whatsapp/support/error-codes"
+NOTIFY_TRIES = 3  # attempts to deliver one notification to the webhook
 THROUGHPUT_WINDOW = 1.0  # seconds over which throughput_per_second is counted
 STATS_WINDOW = 60.0  # seconds of the sliding window behind max_in_any_60s
 SHUTDOWN_GRACE = 1.0  # seconds given to answers in flight (a "hang") at shutdown
@@ -277,7 +292,7 @@ ERRORS: Mapping[int, GraphError] = {
 }
 UNKNOWN_ERROR = GraphError(400, "Unknown error", "The sandbox has no entry for it.")
 
-ActionKind = Literal["ok", "error", "always", "hang", "slow"]
+ActionKind = Literal["ok", "error", "always", "hang", "slow", "async"]
 
 
 @dataclass(frozen=True)
@@ -288,7 +303,9 @@ class SandboxConfig:
     actions answered to its successive requests: ``"ok"``, an error code such
     as ``131000`` (answered once), ``"always:CODE"`` (answered every time),
     ``"hang"`` (wait ``hang_seconds``, then accept) or ``"slow:SECONDS"``
-    (wait, then accept). Once a list is used up the recipient gets ``"ok"``.
+    (wait, then accept), or ``"async:CODE"`` (accept, then notify the
+    webhook that delivery ``failed`` with CODE). Once a list is used up the
+    recipient gets ``"ok"``.
     ``seed`` fixes the latency draws and random errors; message ids and trace
     ids stay unique across runs whatever the seed.
     """
@@ -301,6 +318,10 @@ class SandboxConfig:
     access_token: str | None = field(default=None, repr=False)  # never shown
     seed: int | None = None
     hang_seconds: float = 60.0  # seconds a "hang" action waits before accepting
+    # Where to POST delivery statuses (loopback only), signed with app_secret.
+    webhook_url: str | None = None
+    app_secret: str | None = field(default=None, repr=False)  # never shown
+    status_delay: float = 0.0  # seconds before each status notification
     # After this many accepted sends, the token in use expires: error 190
     # (subcode 463) for it from then on; any other token is accepted.
     token_expires_after: int | None = None
@@ -323,6 +344,7 @@ class _Reply:
     payload: dict[str, Any]  # JSON body
     code: int | None = None  # Graph error code, None on success
     message_id: str | None = None  # wamid, on success only
+    failure: int | None = None  # "async:CODE": notify failed with CODE
 
 
 @dataclass(frozen=True)
@@ -356,9 +378,11 @@ def _parse_action(action: object) -> _Action:
         return _Action("always", code=int(match[1]))
     if match := re.fullmatch(r"slow:(\d+(?:\.\d*)?)", text):
         return _Action("slow", seconds=float(match[1]))
+    if match := re.fullmatch(r"async:(\d+)", text):
+        return _Action("async", code=int(match[1]))
     raise ValueError(
         f'unknown action {action!r}; use "ok", an error code such as 131000,'
-        ' "always:CODE", "hang" or "slow:SECONDS"'
+        ' "always:CODE", "hang", "slow:SECONDS" or "async:CODE"'
     )
 
 
@@ -421,6 +445,26 @@ def _check_config(config: SandboxConfig) -> None:
         raise ValueError("throughput_per_second must be at least 1 or None")
     if config.hang_seconds < 0:
         raise ValueError(f"hang_seconds must be >= 0, got {config.hang_seconds}")
+    if config.status_delay < 0:
+        raise ValueError(f"status_delay must be >= 0, got {config.status_delay}")
+    if config.webhook_url is not None:
+        _require_loopback_url(config.webhook_url)
+        if not config.app_secret:
+            raise ValueError("app_secret is needed to sign the webhook's notifications")
+
+
+def _require_loopback_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is http(s) to a loopback IP address."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL must be http://127.0.0.1:PORT/PATH, got {url!r}")
+    try:
+        _require_loopback(parts.hostname)
+    except ValueError:
+        raise ValueError(
+            f"webhook URL must point at a loopback address such as 127.0.0.1,"
+            f" got {url!r}; the sandbox never calls beyond this machine"
+        ) from None
 
 
 def _random_id(size: int) -> str:
@@ -573,6 +617,8 @@ class _Sandbox:
         action = self._next_action(_digits(body["to"]))
         if action.kind in ("error", "always"):
             return _error(action.code, trace)
+        if action.kind == "async":
+            return self._accept(body, failure=action.code)
         if action.kind in ("hang", "slow"):
             wait = self.config.hang_seconds if action.kind == "hang" else action.seconds
             await asyncio.sleep(wait)
@@ -601,7 +647,7 @@ class _Sandbox:
             return actions[0]
         return actions.popleft()
 
-    def _accept(self, body: dict[str, Any]) -> _Reply:
+    def _accept(self, body: dict[str, Any], failure: int | None = None) -> _Reply:
         message_id = self._new_message_id()
         message: dict[str, Any] = {"id": message_id}
         if body["type"] == "template":
@@ -611,7 +657,7 @@ class _Sandbox:
             "contacts": [{"input": body["to"], "wa_id": _digits(body["to"])}],
             "messages": [message],
         }
-        return _Reply(200, payload, message_id=message_id)
+        return _Reply(200, payload, message_id=message_id, failure=failure)
 
     def _new_message_id(self) -> str:
         """Return a wamid: a counter and random bytes, base64url without padding."""
@@ -658,6 +704,7 @@ async def _post_message(request: web.Request) -> web.Response:
     authorization = request.headers.get("Authorization")
     reply = await sandbox.answer(authorization, body, request[_TRACE])
     sandbox.record(arrived, body, reply)
+    request.app[_NOTIFIER].notify(body, reply, request.match_info["phone_number_id"])
     return web.json_response(reply.payload, status=reply.status)
 
 
@@ -710,10 +757,126 @@ async def _graph_headers(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+class _Notifier:
+    """Plays Meta's webhook: signed status notifications for accepted sends."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.sent: list[dict[str, Any]] = []  # what GET /_sandbox/notifications shows
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: ClientSession | None = None
+
+    def notify(self, body: Any, reply: _Reply, phone_number_id: str) -> None:
+        """Start notifying the statuses of an accepted message, if configured."""
+        if self.config.webhook_url is None or reply.message_id is None:
+            return
+        statuses = (
+            ["failed"] if reply.failure is not None else ["sent", "delivered", "read"]
+        )
+        task = asyncio.ensure_future(self._play(body, reply, phone_number_id, statuses))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _play(
+        self, body: Any, reply: _Reply, phone_number_id: str, statuses: list[str]
+    ) -> None:
+        for status in statuses:
+            await asyncio.sleep(self.config.status_delay)
+            item: dict[str, Any] = {
+                "id": reply.message_id,
+                "status": status,
+                "timestamp": str(int(time.time())),
+                "recipient_id": _digits(str(body.get("to", ""))),
+            }
+            opaque = body.get("biz_opaque_callback_data")
+            if isinstance(opaque, str):
+                item["biz_opaque_callback_data"] = opaque
+            if status == "failed" and reply.failure is not None:
+                item["errors"] = [_status_error(reply.failure)]
+            await self._post(_notification(item, phone_number_id), item)
+
+    async def _post(self, notification: dict[str, Any], item: dict[str, Any]) -> None:
+        raw = json.dumps(notification).encode()
+        secret = (self.config.app_secret or "").encode()
+        signature = hmac.new(secret, raw, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": f"sha256={signature}",
+        }
+        if self._session is None:
+            self._session = ClientSession()
+        answered: int | None = None
+        for attempt in range(NOTIFY_TRIES):
+            try:
+                async with self._session.post(
+                    str(self.config.webhook_url), data=raw, headers=headers
+                ) as response:
+                    answered = response.status
+                if answered == 200:
+                    break
+            except ClientError as exc:
+                logger.debug("sandbox webhook notification failed: %s", exc)
+            await asyncio.sleep(0.2 * (attempt + 1))
+        self.sent.append(
+            {"id": item["id"], "status": item["status"], "http_status": answered}
+        )
+
+    async def close(self) -> None:
+        """Stop the notifications under way and close the HTTP client."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+def _status_error(code: int) -> dict[str, Any]:
+    """The ``errors[]`` entry of a failed status, as Meta writes it."""
+    spec = ERRORS.get(code, UNKNOWN_ERROR)
+    return {
+        "code": code,
+        "title": spec.title,
+        "message": spec.title,
+        "error_data": {"details": spec.details},
+        "href": ERROR_HREF,
+    }
+
+
+def _notification(item: dict[str, Any], phone_number_id: str) -> dict[str, Any]:
+    """A status webhook notification, shaped like Meta's."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": DISPLAY_PHONE_NUMBER,
+            "phone_number_id": phone_number_id,
+        },
+        "statuses": [item],
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": WABA_ID, "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
+_NOTIFIER = web.AppKey("notifier", _Notifier)
+
+
+async def _list_notifications(request: web.Request) -> web.Response:
+    """Answer GET /_sandbox/notifications with the statuses sent to the webhook."""
+    return web.json_response({"notifications": request.app[_NOTIFIER].sent})
+
+
 def make_app(config: SandboxConfig) -> web.Application:
     """Build the sandbox application; raise ValueError on a bad config."""
     app = web.Application(middlewares=[_graph_headers])
     app[_SANDBOX] = _Sandbox(config)
+    notifier = app[_NOTIFIER] = _Notifier(config)
+
+    async def close_notifier(app: web.Application) -> None:
+        await notifier.close()
+
+    app.on_cleanup.append(close_notifier)
+    app.router.add_get("/_sandbox/notifications", _list_notifications)
     app.router.add_post(
         r"/{version:v\d+\.\d+}/{phone_number_id}/messages", _post_message
     )
@@ -837,12 +1000,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--port-file", type=Path, help="write the bound port here once listening")
     add(
+        "--webhook-url",
+        type=_webhook_url,
+        help="POST delivery statuses here, e.g. http://127.0.0.1:8788/webhook",
+    )
+    add("--app-secret", help=f"signs the statuses (or env {APP_SECRET_ENV})")
+    add(
+        "--status-delay",
+        type=_seconds,
+        default=1.0,
+        help="seconds before each status notification (default 1)",
+    )
+    add(
         "--hang-seconds",
         type=_whole(0, 3600, "60"),
         default=60,
         help='seconds a "hang" action waits before accepting',
     )
     return parser
+
+
+def _webhook_url(text: str) -> str:
+    """Accept URLs to a loopback address only."""
+    try:
+        _require_loopback_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def _seconds(text: str) -> float:
+    """Parse a number of seconds, 0 or more."""
+    if re.fullmatch(r"\d+(?:\.\d*)?", text.strip()):
+        return float(text)
+    raise argparse.ArgumentTypeError(f'got "{text}"; give seconds, e.g. 1 or 0.5')
 
 
 def _config(options: argparse.Namespace) -> SandboxConfig:
@@ -866,7 +1057,21 @@ def _config(options: argparse.Namespace) -> SandboxConfig:
         seed=options.seed,
         hang_seconds=float(options.hang_seconds),
         token_expires_after=options.token_expires_after,
+        webhook_url=options.webhook_url,
+        app_secret=_app_secret(options),
+        status_delay=options.status_delay,
     )
+
+
+def _app_secret(options: argparse.Namespace) -> str | None:
+    """The secret signing notifications; required with --webhook-url."""
+    secret = options.app_secret or os.environ.get(APP_SECRET_ENV) or None
+    if options.webhook_url and not secret:
+        raise _UsageError(
+            f"argument --webhook-url: needs --app-secret (or env {APP_SECRET_ENV}),"
+            " the same secret as the webhook's WHATSAPP_APP_SECRET"
+        )
+    return secret
 
 
 def _write_port_file(path: Path, port: int) -> None:

@@ -180,6 +180,10 @@ class Settings(BaseSettings):
         return f"{self.api_base_url}/{self.api_version}/{self.phone_number_id}/messages"
 
 
+# Settings whose values are never shown, in an error or anywhere else.
+SECRET_FIELDS = ("access_token", "app_secret", "webhook_verify_token")
+
+
 def env_key(field: str) -> str:
     """Return the environment variable that sets ``field``."""
     return f"{ENV_PREFIX}{field.upper()}"
@@ -203,10 +207,11 @@ def _describe(exc: ValidationError, env_file: Path | str | None) -> str:
     error = exc.errors(include_url=False)[0]
     field = str(error["loc"][0]) if error["loc"] else "?"
     key = env_key(field)
-    value = "" if field == "access_token" else _raw_value(field, env_file)
-    token = _raw_value("access_token", env_file).strip()
-    if token and token in value:  # the token pasted under another key
-        value = value.replace(token, "***")
+    value = "" if field in SECRET_FIELDS else _raw_value(field, env_file)
+    for secret in SECRET_FIELDS:  # a secret pasted under another key
+        hidden = _raw_value(secret, env_file).strip()
+        if hidden and hidden in value:
+            value = value.replace(hidden, "***")
     shown = f', got "{value}"' if value else ""
     reason = error["msg"].removeprefix("Value error, ")
     fix = _FIXES.get(error["type"], "correct it")

@@ -89,6 +89,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
                 "limit_per_60s": settings.rate_per_minute,
             },
             "disk": _disk(settings),
+            "webhook": _webhook(db, now),
         }
     finally:
         db.close()
@@ -274,6 +275,7 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         " SUM(q.status = 'pending') AS pending,"
         " SUM(q.status = 'processing') AS processing,"
         " SUM(q.status = 'sent') AS sent, SUM(q.status = 'failed') AS failed,"
+        " SUM(q.status = 'delivered') AS delivered, SUM(q.status = 'read') AS read,"
         " SUM(q.status = 'unknown') AS unknown,"
         " SUM(q.status = 'cancelled') AS cancelled,"
         " MIN(CASE WHEN q.status = 'pending'"
@@ -336,7 +338,8 @@ def _next_scheduled(db: QueueDB, now: datetime) -> dict[str, Any] | None:
 
 def _last_sent(db: QueueDB, now: datetime) -> dict[str, Any] | None:
     row = db.conn.execute(
-        "SELECT id, sent_at FROM whatsapp_queue WHERE status = 'sent'"
+        "SELECT id, sent_at FROM whatsapp_queue"
+        " WHERE status IN ('sent', 'delivered', 'read')"
         " AND sent_at IS NOT NULL ORDER BY sent_at DESC, id DESC LIMIT 1"
     ).fetchone()
     if row is None:
@@ -376,6 +379,24 @@ def _failures(db: QueueDB) -> list[dict[str, Any]]:
             }
         )
     return failures
+
+
+def _webhook(db: QueueDB, now: datetime) -> dict[str, Any]:
+    """Whether the webhook receives: its last notification, statuses waiting."""
+    row = db.conn.execute(
+        "SELECT (SELECT MAX(received_at) FROM whatsapp_statuses) AS status_at,"
+        " (SELECT MAX(updated_at) FROM whatsapp_contacts) AS inbound_at,"
+        " (SELECT COUNT(*) FROM whatsapp_statuses WHERE applied_at IS NULL) AS kept"
+    ).fetchone()
+    times = [t for t in (row["status_at"], row["inbound_at"]) if t]
+    last = max(times) if times else None
+    return {
+        "last_notification_at": last,
+        "age_seconds": _age(last, now),
+        "last_status_at": row["status_at"],
+        "last_inbound_at": row["inbound_at"],
+        "statuses_waiting": int(row["kept"] or 0),
+    }
 
 
 def _failed_since(db: QueueDB, since: datetime) -> int:
@@ -475,6 +496,7 @@ def render(status: dict[str, Any]) -> str:
         lines.append(
             f"Disk: {place['free_mb']} MB free for {place['what']} ({place['path']})"
         )
+    lines.append(_webhook_line(status["webhook"]))
     return "\n".join(lines)
 
 
@@ -485,13 +507,15 @@ def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
         "",
         "By batch:",
         f"  {'batch':<24}{'state':<11}{'total':>7}{'pending':>9}{'sending':>9}"
-        f"{'sent':>7}{'failed':>8}{'cancel.':>8}{'unknown':>8}",
+        f"{'sent':>7}{'deliv.':>7}{'read':>7}{'failed':>8}{'cancel.':>8}"
+        f"{'unknown':>8}",
     ]
     for b in batches:
         lines.append(
             f"  {(b['batch'] or '(none)'):<24}{b['state']:<11}{b['total']:>7}"
             f"{b['pending']:>9}{b['processing']:>9}{b['sent']:>7}"
-            f"{b['failed']:>8}{b['cancelled']:>8}{b['unknown']:>8}"
+            f"{b['delivered']:>7}{b['read']:>7}{b['failed']:>8}"
+            f"{b['cancelled']:>8}{b['unknown']:>8}"
         )
         done = b["done"] / b["total"] if b["total"] else 1.0
         filled = round(done * BAR_WIDTH)
@@ -515,6 +539,21 @@ def _render_failures(failures: list[dict[str, Any]]) -> list[str]:
         code = failure["code"] if failure["code"] is not None else "-"
         lines.append(f"  {code!s:>7} {failure['count']:>7}  {failure['meaning']}")
     return lines
+
+
+def _webhook_line(webhook: dict[str, Any]) -> str:
+    last = webhook["last_notification_at"]
+    if last is None:
+        return (
+            "Webhook: no notification received yet (whatsapp-daemon webhook;"
+            " see README, 'Delivery statuses: the webhook')"
+        )
+    waiting = webhook["statuses_waiting"]
+    kept = f"; {waiting} statuses waiting for their message" if waiting else ""
+    return (
+        f"Webhook: last notification at {last} UTC"
+        f" ({_duration(webhook['age_seconds'])} ago){kept}"
+    )
 
 
 def _oldest_line(oldest: dict[str, Any] | None) -> str:
