@@ -388,7 +388,7 @@ BAD_ROWS = {
     "recipient 123": ({"recipient": "123", "body": "Bonjour"}, "trop court"),
     "empty body": ({"recipient": B, "body": "  "}, "texte vide"),
     "unknown type": (
-        {"recipient": C, "message_type": "video", "body": "x"},
+        {"recipient": C, "message_type": "carousel", "body": "x"},
         "message_type inconnu",
     ),
     "params not JSON": (

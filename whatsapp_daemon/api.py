@@ -3,43 +3,101 @@
 >>> from whatsapp_daemon import WhatsAppQueue
 >>> queue = WhatsAppQueue("var/database.sqlite")
 >>> queue.add_text("07 01 02 03 04", "Bonjour !")  # doctest: +SKIP
+
+Every function checks the message with :func:`messages.check`, the very
+checks the daemon runs again before sending, and raises
+:class:`InvalidMessageError` with one line naming the field, the value and
+the fix. Each takes ``reply_to`` (the wamid of a message this one answers,
+sent as ``context.message_id``), ``batch_id`` and ``at`` (the send time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from . import payloads, phones
+from . import messages, phones
 from .errors import InvalidMessageError
 from .models import MessageType, NewMessage
 from .queue import QueueDB, fmt
+
+Region = str | None
+# The kinds whose whole object is given as ``content`` (``--kind`` in the CLI).
+CONTENT_KINDS = tuple(
+    kind.value
+    for kind in MessageType
+    if kind not in (MessageType.TEXT, MessageType.TEMPLATE)
+)
+
+
+def message(
+    to: str,
+    kind: str,
+    *,
+    content: Any = None,
+    body: str | None = None,
+    template_name: str | None = None,
+    template_language: str | None = None,
+    params: Sequence[str] = (),
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate a message of any kind given as its columns.
+
+    ``content`` is the kind's object as Meta expects it (see the README's
+    *Message kinds*), as Python values; it is stored as JSON.
+    """
+    recipient = _recipient(to, region)
+    stored = None if content is None else json.dumps(content, ensure_ascii=False)
+    template_params = json.dumps(list(params), ensure_ascii=False) if params else None
+    messages.check(
+        kind,
+        body=body,
+        template_name=template_name,
+        template_language=template_language,
+        template_params=template_params,
+        content=stored,
+        reply_to=reply_to,
+    )
+    return NewMessage(
+        recipient,
+        MessageType(kind),
+        body=body,
+        template_name=template_name.strip() if template_name else None,
+        template_language=template_language.strip() if template_language else None,
+        template_params=tuple(params),
+        batch_id=batch_id,
+        scheduled_at=fmt(at) if at else None,
+        content=stored,
+        reply_to=reply_to,
+    )
 
 
 def text_message(
     to: str,
     body: str,
     *,
+    preview_url: bool = False,
+    reply_to: str | None = None,
     batch_id: str | None = None,
-    region: str | None = "CI",
+    region: Region = "CI",
     at: datetime | None = None,
 ) -> NewMessage:
-    """Validate a free-form text message; raise InvalidMessageError if bad."""
-    recipient = _recipient(to, region)
-    if not body.strip():
-        raise InvalidMessageError("text: the message is empty; give some text")
-    if len(body) > payloads.TEXT_LIMIT:
-        raise InvalidMessageError(
-            f"text: {len(body)} characters, more than Meta's {payloads.TEXT_LIMIT};"
-            " shorten it"
-        )
-    return NewMessage(
-        recipient,
+    """Validate a free-form text; ``preview_url`` shows a link's preview."""
+    return message(
+        to,
         MessageType.TEXT,
         body=body,
+        content={"preview_url": True} if preview_url else None,
+        reply_to=reply_to,
         batch_id=batch_id,
-        scheduled_at=fmt(at) if at else None,
+        region=region,
+        at=at,
     )
 
 
@@ -49,33 +107,254 @@ def template_message(
     language: str,
     params: Sequence[str] = (),
     *,
+    components: Sequence[Mapping[str, Any]] | None = None,
+    language_policy: str | None = None,
+    reply_to: str | None = None,
     batch_id: str | None = None,
-    region: str | None = "CI",
+    region: Region = "CI",
     at: datetime | None = None,
 ) -> NewMessage:
-    """Validate a message using an approved template and its body parameters."""
-    recipient = _recipient(to, region)
-    if not name.strip():
-        raise InvalidMessageError("template: no template name; give the approved name")
-    if not language.strip():
-        raise InvalidMessageError("language: no language code; give one such as fr")
-    for index, value in enumerate(params, start=1):
-        if not value.strip():
-            raise InvalidMessageError(
-                f"param {index}: empty value; Meta refuses empty template parameters"
-            )
-    return NewMessage(
-        recipient,
+    """Validate a message using an approved template.
+
+    ``params`` are the body's text parameters in order; ``components``
+    (Meta's list of header, body and button components) replaces them for
+    any other parameter. ``language_policy`` is ``"deterministic"`` or None.
+    """
+    content: Any = components
+    if language_policy is not None:
+        content = {"language_policy": language_policy}
+        if components is not None:
+            content["components"] = components
+    return message(
+        to,
         MessageType.TEMPLATE,
-        template_name=name.strip(),
-        template_language=language.strip(),
-        template_params=tuple(params),
+        template_name=name,
+        template_language=language,
+        params=params,
+        content=content,
+        reply_to=reply_to,
         batch_id=batch_id,
-        scheduled_at=fmt(at) if at else None,
+        region=region,
+        at=at,
     )
 
 
-def _recipient(to: str, region: str | None) -> str:
+def media_message(
+    to: str,
+    kind: str,
+    *,
+    link: str | None = None,
+    media_id: str | None = None,
+    caption: str | None = None,
+    filename: str | None = None,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate an image, document, audio, video or sticker.
+
+    Give the media by ``link`` (http or https) or by ``media_id`` (from
+    Meta's media upload); ``caption`` only for an image, video or document,
+    ``filename`` only for a document.
+    """
+    if kind not in messages.MEDIA_EXTRAS:
+        raise InvalidMessageError(
+            f"kind: {messages.show(kind)} is not a media kind; write one of"
+            f" {', '.join(messages.MEDIA_EXTRAS)}"
+        )
+    fields = {"id": media_id, "link": link, "caption": caption, "filename": filename}
+    content = {key: value for key, value in fields.items() if value is not None}
+    return message(
+        to,
+        kind,
+        content=content,
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def location_message(
+    to: str,
+    latitude: float,
+    longitude: float,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate a place: latitude -90..90, longitude -180..180, in degrees."""
+    content: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+    if name is not None:
+        content["name"] = name
+    if address is not None:
+        content["address"] = address
+    return message(
+        to,
+        MessageType.LOCATION,
+        content=content,
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def contacts_message(
+    to: str,
+    contacts: Sequence[Mapping[str, Any]],
+    *,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate 1 to 5 contact cards, as Meta's contact objects."""
+    return message(
+        to,
+        MessageType.CONTACTS,
+        content=list(contacts),
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def reaction_message(
+    to: str,
+    message_id: str,
+    emoji: str,
+    *,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate a reaction to ``message_id`` (a wamid); ``""`` removes one."""
+    return message(
+        to,
+        MessageType.REACTION,
+        content={"message_id": message_id, "emoji": emoji},
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def interactive_message(
+    to: str,
+    interactive: Mapping[str, Any],
+    *,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate an interactive message given as Meta's ``interactive`` object.
+
+    Its ``type`` is one of button, list, cta_url, flow, product,
+    product_list, catalog_message, order_details and order_status.
+    """
+    return message(
+        to,
+        MessageType.INTERACTIVE,
+        content=dict(interactive),
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def buttons_message(
+    to: str,
+    body: str,
+    buttons: Sequence[tuple[str, str]],
+    *,
+    header: str | Mapping[str, Any] | None = None,
+    footer: str | None = None,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate 1 to 3 reply buttons, given as ``(id, title)`` pairs.
+
+    ``header`` is a text, or Meta's header object for an image, video or
+    document (``{"type": "image", "image": {"link": "https://…"}}``).
+    """
+    action = {
+        "buttons": [
+            {"type": "reply", "reply": {"id": button_id, "title": title}}
+            for button_id, title in buttons
+        ]
+    }
+    return interactive_message(
+        to,
+        _interactive("button", body, action, header, footer),
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def list_message(
+    to: str,
+    body: str,
+    button: str,
+    sections: Sequence[Mapping[str, Any]],
+    *,
+    header: str | None = None,
+    footer: str | None = None,
+    reply_to: str | None = None,
+    batch_id: str | None = None,
+    region: Region = "CI",
+    at: datetime | None = None,
+) -> NewMessage:
+    """Validate a list: ``button`` opens it; Meta's ``sections`` of ``rows``.
+
+    A section is ``{"title": "…", "rows": [{"id": "…", "title": "…",
+    "description": "…"}]}``; 10 rows at most in all.
+    """
+    action = {"button": button, "sections": [dict(s) for s in sections]}
+    return interactive_message(
+        to,
+        _interactive("list", body, action, header, footer),
+        reply_to=reply_to,
+        batch_id=batch_id,
+        region=region,
+        at=at,
+    )
+
+
+def _interactive(
+    kind: str,
+    body: str,
+    action: dict[str, Any],
+    header: str | Mapping[str, Any] | None,
+    footer: str | None,
+) -> dict[str, Any]:
+    interactive: dict[str, Any] = {"type": kind}
+    if isinstance(header, str):
+        interactive["header"] = {"type": "text", "text": header}
+    elif header is not None:
+        interactive["header"] = dict(header)
+    interactive["body"] = {"text": body}
+    if footer is not None:
+        interactive["footer"] = {"text": footer}
+    interactive["action"] = action
+    return interactive
+
+
+def _recipient(to: str, region: Region) -> str:
     try:
         return phones.normalize(to, region)
     except InvalidMessageError as exc:
@@ -85,9 +364,14 @@ def _recipient(to: str, region: str | None) -> str:
 
 
 class WhatsAppQueue:
-    """The queue table, for programs that add messages to it."""
+    """The queue table, for programs that add messages to it.
 
-    def __init__(self, path: Path | str, *, region: str | None = "CI") -> None:
+    Each ``add_*`` method takes the arguments of the module function of the
+    same kind (``add_media`` those of :func:`media_message`, and so on),
+    without ``region``, and returns the new row's id.
+    """
+
+    def __init__(self, path: Path | str, *, region: Region = "CI") -> None:
         self.path = Path(path)
         self.region = region
 
@@ -99,10 +383,13 @@ class WhatsAppQueue:
         finally:
             db.close()
 
-    def add_text(self, to: str, body: str, *, batch_id: str | None = None) -> int:
+    def add_message(self, to: str, kind: str, **options: Any) -> int:
+        """Queue one message of any kind given as columns (see :func:`message`)."""
+        return self.add([message(to, kind, region=self.region, **options)])[0]
+
+    def add_text(self, to: str, body: str, **options: Any) -> int:
         """Queue one text message; return its row id."""
-        message = text_message(to, body, batch_id=batch_id, region=self.region)
-        return self.add([message])[0]
+        return self._one(text_message(to, body, region=self.region, **options))
 
     def add_template(
         self,
@@ -110,11 +397,61 @@ class WhatsAppQueue:
         name: str,
         language: str,
         params: Sequence[str] = (),
-        *,
-        batch_id: str | None = None,
+        **options: Any,
     ) -> int:
         """Queue one template message; return its row id."""
-        message = template_message(
-            to, name, language, params, batch_id=batch_id, region=self.region
+        made = template_message(
+            to, name, language, params, region=self.region, **options
         )
-        return self.add([message])[0]
+        return self._one(made)
+
+    def add_media(self, to: str, kind: str, **options: Any) -> int:
+        """Queue one image, document, audio, video or sticker."""
+        return self._one(media_message(to, kind, region=self.region, **options))
+
+    def add_location(
+        self, to: str, latitude: float, longitude: float, **options: Any
+    ) -> int:
+        """Queue one location."""
+        made = location_message(to, latitude, longitude, region=self.region, **options)
+        return self._one(made)
+
+    def add_contacts(
+        self, to: str, contacts: Sequence[Mapping[str, Any]], **options: Any
+    ) -> int:
+        """Queue 1 to 5 contact cards."""
+        return self._one(contacts_message(to, contacts, region=self.region, **options))
+
+    def add_reaction(self, to: str, message_id: str, emoji: str, **options: Any) -> int:
+        """Queue a reaction to a message (``""`` removes it)."""
+        made = reaction_message(to, message_id, emoji, region=self.region, **options)
+        return self._one(made)
+
+    def add_buttons(
+        self, to: str, body: str, buttons: Sequence[tuple[str, str]], **options: Any
+    ) -> int:
+        """Queue a message with 1 to 3 reply buttons."""
+        made = buttons_message(to, body, buttons, region=self.region, **options)
+        return self._one(made)
+
+    def add_list(
+        self,
+        to: str,
+        body: str,
+        button: str,
+        sections: Sequence[Mapping[str, Any]],
+        **options: Any,
+    ) -> int:
+        """Queue a list message."""
+        made = list_message(to, body, button, sections, region=self.region, **options)
+        return self._one(made)
+
+    def add_interactive(
+        self, to: str, interactive: Mapping[str, Any], **options: Any
+    ) -> int:
+        """Queue an interactive message of any subtype."""
+        made = interactive_message(to, interactive, region=self.region, **options)
+        return self._one(made)
+
+    def _one(self, made: NewMessage) -> int:
+        return self.add([made])[0]
