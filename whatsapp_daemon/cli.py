@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 from . import (
     api,
@@ -106,9 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     kind = enqueue.add_mutually_exclusive_group(required=True)
     kind.add_argument("--text", help="free-form text (inside a 24-hour window)")
     kind.add_argument("--template", help="name of an approved template")
+    kind.add_argument(
+        "--kind",
+        choices=api.CONTENT_KINDS,
+        help="a message whose object is given by --content (see the README)",
+    )
     enqueue.add_argument("--language", default="fr", help="template language code")
     enqueue.add_argument(
         "--param", action="append", default=[], help="template body parameter, in order"
+    )
+    enqueue.add_argument(
+        "--content", help="JSON of the --kind's object, or @FILE holding it"
+    )
+    enqueue.add_argument(
+        "--components", help="JSON list of the template's components, or @FILE"
+    )
+    enqueue.add_argument(
+        "--preview-url", action="store_true", help="show a preview of a --text's link"
+    )
+    enqueue.add_argument(
+        "--reply-to", metavar="WAMID", help="wamid of the message this one answers"
     )
     enqueue.add_argument("--batch", help="batch id to file the message under")
     enqueue.add_argument(
@@ -307,26 +325,68 @@ def _enqueue(args: argparse.Namespace) -> int:
     settings = _load()
     region = settings.default_region
     at = _send_time(args.at, settings)
+    misplaced = _misplaced_option(args)
+    if misplaced:
+        return _fail(misplaced, Exit.USAGE)
     if args.batch is not None:
         _check_open_batch(settings, args.batch)
+    common = {"reply_to": args.reply_to, "batch_id": args.batch, "at": at}
     if args.text is not None:
         message = api.text_message(
-            args.to, args.text, batch_id=args.batch, region=region, at=at
+            args.to, args.text, preview_url=args.preview_url, region=region, **common
         )
-    else:
+    elif args.template is not None:
+        components = _json_option("--components", args.components)
         message = api.template_message(
             args.to,
             args.template,
             args.language,
             args.param,
-            batch_id=args.batch,
+            components=components,
             region=region,
-            at=at,
+            **common,
+        )
+    else:
+        content = _json_option("--content", args.content)
+        message = api.message(
+            args.to, args.kind, content=content, region=region, **common
         )
     [row_id] = api.WhatsAppQueue(settings.database_path, region=region).add([message])
     when = f", to send at {scheduling.describe(at, settings.zone)}" if at else ""
     print(f"queued message {row_id} for {message.recipient}{when}")
     return Exit.OK
+
+
+def _misplaced_option(args: argparse.Namespace) -> str | None:
+    """Name an option of ``enqueue`` given with a kind that does not take it."""
+    if args.kind is not None and args.content is None:
+        return f"--kind {args.kind} needs --content JSON (or --content @file.json)"
+    if args.content is not None and args.kind is None:
+        return "--content needs --kind KIND (texts: --text, templates: --template)"
+    if args.preview_url and args.text is None:
+        return "--preview-url applies to --text only"
+    if args.components is not None and args.template is None:
+        return "--components applies to --template only"
+    if args.param and args.template is None:
+        return "--param applies to --template only"
+    return None
+
+
+def _json_option(option: str, value: str | None) -> Any:
+    """Read an option's JSON, given inline or as ``@file``; None if absent."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        text = Path(value[1:]).read_text(encoding="utf-8-sig")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{value[1:]} " if value.startswith("@") else ""
+        raise InvalidMessageError(
+            f"{option}: {where}is not JSON ({exc.msg} at line {exc.lineno}"
+            f" column {exc.colno}); write valid JSON"
+        ) from None
 
 
 def _check_open_batch(settings: Settings, batch_id: str) -> None:
