@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from whatsapp_daemon import sandbox
 from whatsapp_daemon.queue import QueueDB
@@ -79,6 +80,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "retry_max_delay": 0.0,
             "shutdown_grace": 2.0,
             "http_timeout": 5.0,
+            # Retries to one recipient wait for the pair rate; the tests of
+            # that pacing set it themselves.
+            "pair_interval": 0.0,
         }
         values.update(overrides)
         # pydantic-settings takes _env_file at init; mypy sees only the fields.
@@ -101,9 +105,8 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        if name == "access_token":
-            token = settings.access_token
-            value = token.get_secret_value() if token else ""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"WHATSAPP_{name.upper()}"] = str(value)
     env.update(extra)
     return env

@@ -266,7 +266,7 @@ async def test_a_real_daemon_is_healthy_and_its_batches_show_progress(
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("HEALTHY: running, PID ")
     assert "Failures by error code:" in lines
-    assert any("131026" in li and "injoignable" in li for li in lines)
+    assert any("131026" in li and "non distribuable" in li for li in lines)
     bars = [li.strip() for li in lines if li.strip().startswith("[")]
     assert any(" 50%" in bar and "done about" in bar for bar in bars), lines
     assert f"Next scheduled message: #4, at {later} UTC" in lines

@@ -26,7 +26,7 @@ from test_sending import (
     running_daemon,
 )
 
-from whatsapp_daemon import sender
+from whatsapp_daemon import outcomes
 from whatsapp_daemon.limits import RateWindow, SendGate, busiest_window
 from whatsapp_daemon.queue import QueueDB, fmt_attempt
 from whatsapp_daemon.settings import Settings
@@ -204,7 +204,8 @@ async def test_throughput_error_pauses_every_recipient(
 ) -> None:
     """After a 130429 answer, no request for anyone leaves during the pause."""
     pause = 1.0
-    monkeypatch.setattr(sender, "THROTTLE_PAUSE", pause)
+    throttle = outcomes.RULES[130429]._replace(pause=pause)
+    monkeypatch.setitem(outcomes.RULES, 130429, throttle)
     sandbox = await start_sandbox(script={A: [130429, "ok"]})
     # 300 per minute spaces attempts 0.2 s apart: the 130429 answer is back
     # long before the next recipient's turn.

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import TOKEN, StartSandbox, daemon_env, until
 
-from whatsapp_daemon import logs, sender, status
+from whatsapp_daemon import logs, outcomes, status
 from whatsapp_daemon.api import WhatsAppQueue, template_message, text_message
 from whatsapp_daemon.daemon import Daemon
 from whatsapp_daemon.lock import InstanceLock
@@ -309,7 +309,8 @@ async def test_throughput_error_is_retried_without_spending_an_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A 130429 answer is refunded: the row is sent with one attempt counted."""
-    monkeypatch.setattr(sender, "THROTTLE_PAUSE", 0.2)
+    throttle = outcomes.RULES[130429]._replace(pause=0.2)
+    monkeypatch.setitem(outcomes.RULES, 130429, throttle)
     sandbox = await start_sandbox(script={A: [130429, "ok"]})
     settings = make_settings(api_base_url=sandbox.url)
     ids = enqueue_texts(settings.database_path, A, B, C)

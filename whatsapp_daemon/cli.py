@@ -35,7 +35,7 @@ from .daemon import Daemon, LockLostError
 from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
 from .models import Status
-from .queue import QueueDB
+from .queue import ALL_BATCHES, QueueDB
 from .settings import ENV_FILE, Settings, load_settings
 
 LOCK_RETRY = 5.0  # seconds between two tries for a busy lock (--wait-for-lock)
@@ -193,6 +193,19 @@ def _parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=about)
         action.add_argument("batch_id", metavar="BATCH")
         action.set_defaults(handler=_batch_change, change=name)
+
+    template = commands.add_parser(
+        "template", help="list or release templates held after Meta's errors"
+    )
+    verbs = template.add_subparsers(dest="action", required=True)
+    verbs.add_parser("holds", help="every held template and why").set_defaults(
+        handler=_template_holds
+    )
+    release = verbs.add_parser("release", help="send a held template's messages again")
+    release.add_argument("name", metavar="NAME", help="the template's name")
+    release.add_argument("--language", help="only this language code, e.g. fr")
+    release.add_argument("--batch", help="only the hold of this batch")
+    release.set_defaults(handler=_template_release)
 
     st = commands.add_parser("status", help="show the queue and the daemon")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -610,6 +623,58 @@ def _batch_list(args: argparse.Namespace) -> int:
             f"{c.get('processing', 0):>9}{c.get('sent', 0):>8}{c.get('failed', 0):>8}"
             f"{c.get('cancelled', 0):>8}{c.get('unknown', 0):>8}  {s.next_due or '-'}"
         )
+    return Exit.OK
+
+
+# -- templates held after Meta's errors -----------------------------------------
+
+
+def _template_holds(args: argparse.Namespace) -> int:
+    settings = _load()
+    db = _existing_db(settings)
+    try:
+        holds = db.holds()
+    finally:
+        db.close()
+    if not holds:
+        print("no template is held")
+        return Exit.OK
+    for hold in holds:
+        batch = hold["batch_id"]
+        scope = {ALL_BATCHES: "every batch", "": "no batch"}.get(batch, batch)
+        _print_lines(
+            [
+                f"{hold['template_name']} ({hold['template_language']}), {scope}:"
+                f" {hold['waiting']} messages waiting since {hold['created_at']}"
+                " UTC",
+                f"  why: {hold['reason']}",
+            ]
+        )
+    return Exit.OK
+
+
+def _template_release(args: argparse.Namespace) -> int:
+    settings = _load()
+    db = _existing_db(settings)
+    batch = args.batch
+    try:
+        released = db.release_holds(args.name, args.language, batch)
+    finally:
+        db.close()
+    if not released:
+        return _fail(
+            f"template: no hold for {args.name!r}"
+            + (f" in language {args.language!r}" if args.language else "")
+            + (f" in batch {batch!r}" if batch else "")
+            + "; see whatsapp-daemon template holds",
+            Exit.USAGE,
+        )
+    _log_to_file(settings)
+    logs.logger.info(
+        "Modèle libéré, ses messages repartent",
+        extra=logs.ctx(template=args.name, language=args.language, batch=batch),
+    )
+    print(f"released {released} hold(s) of {args.name!r}; its messages are due again")
     return Exit.OK
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import batches, graph, sender
-from .errors import ConfigError, GraphAPIError, WhatsAppDaemonError
+from . import batches, graph, phones, sender
+from .errors import ConfigError, GraphAPIError, InvalidMessageError, WhatsAppDaemonError
 from .graph import GraphClient
-from .limits import SendGate
+from .limits import RecipientPacer, SendGate
 from .lock import InstanceLock
 from .logs import ctx
 from .models import CycleReport, QueuedMessage
@@ -35,6 +35,7 @@ from .settings import Settings, load_settings
 
 CLEANUP_EVERY = timedelta(days=1)
 LOCK_CHECK_EVERY = 1.0  # seconds between two checks that the lock is ours
+MIN_WAIT = 0.2  # seconds: shortest pause between two polls
 
 logger = logging.getLogger("whatsapp_queue")
 
@@ -106,6 +107,10 @@ class Daemon:
         since = self.now() - timedelta(seconds=gate.window.period)
         past = await self.queue.call(QueueDB.attempt_times, since)
         gate.window.seed(moment.timestamp() for moment in past)
+        pacer = RecipientPacer(self.settings.pair_interval)
+        since = self.now() - timedelta(seconds=self.settings.pair_interval)
+        last = await self.queue.call(QueueDB.last_attempts_by_recipient, since)
+        pacer.seed(self._paced(last))
         context = SendContext(
             queue=self.queue,
             gate=gate,
@@ -116,6 +121,9 @@ class Daemon:
             retry_max=self.settings.retry_max_delay,
             clock=self.clock,
             on_stop=self._stop_sending,
+            pacer=pacer,
+            template_failure_limit=self.settings.template_failure_limit,
+            window_check=self.settings.service_window_check,
         )
         logger.info(
             "Démarrage du processeur de queue WhatsApp",
@@ -138,15 +146,35 @@ class Daemon:
                     # A broken database or a bug must not kill the service:
                     # log it and try again at the next poll.
                     logger.exception("Erreur pendant le traitement de la queue")
-                await _wait(
-                    stop, self.settings.poll_interval - (self.clock() - started)
-                )
+                await _wait(stop, await self._until_next_poll(started))
         finally:
             watcher.cancel()
         if self.lock_lost:
             raise LockLostError(
                 f"the lock {self.lock.path} was taken by another process"
             )
+
+    async def _until_next_poll(self, started: float) -> float:
+        """Seconds to the next poll, sooner if a deferred message falls due."""
+        wait = self.settings.poll_interval - (self.clock() - started)
+        try:
+            due = await self.queue.call(QueueDB.next_scheduled, self.now())
+        except sqlite3.Error:
+            return wait
+        if due is not None:
+            wait = min(wait, due.timestamp() - self.clock())
+        return max(wait, MIN_WAIT)
+
+    def _paced(self, last: list[tuple[str, datetime]]) -> list[tuple[str, float]]:
+        """Key each recipient's last attempt as the pacer does (``to`` digits)."""
+        paced = []
+        for recipient, at in last:
+            try:
+                to = phones.normalize(recipient, self.settings.default_region)
+            except InvalidMessageError:
+                continue
+            paced.append((to.removeprefix("+"), at.timestamp()))
+        return paced
 
     async def _watch_lock(self, context: SendContext, stop: asyncio.Event) -> None:
         """Check the lock file every second; if it was lost, stop sending.

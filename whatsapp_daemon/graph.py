@@ -7,6 +7,7 @@ subclasses, so that the rest of the daemon never imports httpx.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from typing import Any
 
@@ -121,10 +122,14 @@ def _int(value: Any) -> int | None:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """Read ``Retry-After`` (seconds or an HTTP date), if present."""
+    """Read how long Meta asks us to wait, if it says.
+
+    ``Retry-After`` (seconds or an HTTP date) first, then the minutes of
+    ``estimated_time_to_regain_access`` in ``X-Business-Use-Case-Usage``.
+    """
     value = response.headers.get("retry-after")
     if not value:
-        return None
+        return _regain_access(response.headers.get("x-business-use-case-usage"))
     if value.strip().isdigit():
         return float(value)
     try:
@@ -132,3 +137,25 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _regain_access(usage: str | None) -> float | None:
+    """Seconds from the usage header's ``estimated_time_to_regain_access``.
+
+    The header maps a business id to a list of usage objects; the wait is
+    given in minutes, and 0 means no wait.
+    """
+    if not usage:
+        return None
+    try:
+        data = json.loads(usage)
+    except ValueError:
+        return None
+    minutes = [
+        entry.get("estimated_time_to_regain_access")
+        for entries in (data.values() if isinstance(data, dict) else [])
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict)
+    ]
+    waits = [float(m) for m in minutes if isinstance(m, int | float) and m > 0]
+    return max(waits) * 60 if waits else None

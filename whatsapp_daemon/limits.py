@@ -133,3 +133,66 @@ class SendGate:
                 await prepare(now)
             self.window.record(max(now, self._clock()))
             return now
+
+
+# Longest wait imposed on one recipient after repeated pair-rate errors.
+MAX_RECIPIENT_BACKOFF = 3600.0
+
+
+class RecipientPacer:
+    """Meta's pair rate: one message to the same recipient every ``interval``.
+
+    Each recipient has the time from which its next message may leave. An
+    error 131056 pushes that time back by 4^X seconds (X: the recipient's
+    errors in a row, Meta's advice), never less than the interval; a message
+    accepted for the recipient resets X. Other recipients are not affected.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._strikes: dict[str, int] = {}
+
+    def seed(self, last_attempts: Iterable[tuple[str, float]]) -> None:
+        """Take each recipient's last attempt (e.g. read from the database)."""
+        for recipient, at in last_attempts:
+            self._next[recipient] = max(
+                self._next.get(recipient, 0.0), at + self.interval
+            )
+
+    def free_at(self, recipient: str) -> float:
+        """Return when the next message to ``recipient`` may leave."""
+        return self._next.get(recipient, 0.0)
+
+    def take(self, recipient: str, now: float) -> float:
+        """Book a send to ``recipient`` at ``now``; return the wait if not free.
+
+        Returns 0 and books the slot when the recipient is free, else the
+        seconds to wait (nothing is booked).
+        """
+        wait = self.free_at(recipient) - now
+        if wait > 0:
+            return wait
+        self._next[recipient] = now + self.interval
+        self._forget_old(now)
+        return 0.0
+
+    def back_off(self, recipient: str, now: float) -> float:
+        """After a pair-rate error: push the recipient back; return until when."""
+        strikes = self._strikes.get(recipient, 0)
+        self._strikes[recipient] = strikes + 1
+        wait = min(MAX_RECIPIENT_BACKOFF, max(self.interval, 4.0**strikes))
+        self._next[recipient] = max(self.free_at(recipient), now + wait)
+        return self._next[recipient]
+
+    def accepted(self, recipient: str) -> None:
+        """A message to ``recipient`` was accepted: its errors are forgotten."""
+        self._strikes.pop(recipient, None)
+
+    def _forget_old(self, now: float) -> None:
+        """Keep the map small: drop recipients long free and without errors."""
+        if len(self._next) < 10_000:
+            return
+        for recipient, free in list(self._next.items()):
+            if free < now and recipient not in self._strikes:
+                del self._next[recipient]

@@ -377,16 +377,22 @@ class QueueDB:
     def begin_attempt(self, message_id: int, now: datetime) -> int:
         """Record an HTTP attempt about to start; return the attempt number.
 
-        If the message's batch was paused or cancelled since the claim, no
-        attempt is recorded: the row goes back to pending (paused) or becomes
-        cancelled, and BatchHeld is raised.
+        If the message's batch was paused or cancelled since the claim, or
+        its template was held, no attempt is recorded: the row goes back to
+        pending (paused, held) or becomes cancelled, and BatchHeld is raised.
         """
         stamp = fmt(now)
         with self.write() as conn:
             held = conn.execute(
                 "SELECT b.state FROM whatsapp_queue q JOIN whatsapp_batches b"
-                " ON b.batch_id = q.batch_id WHERE q.id = ? AND b.state != 'active'",
-                (message_id,),
+                " ON b.batch_id = q.batch_id WHERE q.id = ? AND b.state != 'active'"
+                " UNION ALL SELECT 'held' FROM whatsapp_queue q"
+                " JOIN whatsapp_holds h ON q.message_type = 'template'"
+                "  AND h.template_name = q.template_name"
+                "  AND h.template_language = q.template_language"
+                "  AND h.batch_id IN ('*', coalesce(q.batch_id, ''))"
+                " WHERE q.id = ?",
+                (message_id, message_id),
             ).fetchone()
             if held is None:
                 conn.execute(
@@ -450,6 +456,12 @@ class QueueDB:
             "status = 'failed', error_code = ?, error_message = ?, error_details = ?",
             (code, reason, details),
             now,
+        )
+
+    def defer(self, message_id: int, until: datetime, now: datetime) -> None:
+        """Put a claimed message back to pending, due again at ``until``."""
+        self._finish(
+            message_id, "status = 'pending', scheduled_at = ?", (fmt(until),), now
         )
 
     def mark_unknown(self, message_id: int, reason: str, now: datetime) -> None:
@@ -518,7 +530,92 @@ class QueueDB:
             ).rowcount
         return pending, unknown
 
+    # -- template holds ---------------------------------------------------
+
+    def hold_template(
+        self,
+        name: str,
+        language: str,
+        batch: str,
+        *,
+        code: int | None,
+        reason: str,
+        now: datetime,
+    ) -> bool:
+        """Hold messages with a template (in ``batch``, '' or ALL_BATCHES).
+
+        Returns False if that hold already existed.
+        """
+        with self.write() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO whatsapp_holds (template_name,"
+                " template_language, batch_id, code, reason, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, language, batch, code, reason, fmt(now)),
+            )
+        return cursor.rowcount > 0
+
+    def template_failures(
+        self, batch_id: str | None, name: str, language: str, code: int
+    ) -> int:
+        """Count failed messages of one batch with this template and code."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM whatsapp_queue WHERE status = 'failed'"
+            " AND batch_id IS ? AND message_type = 'template'"
+            " AND template_name = ? AND template_language = ? AND error_code = ?",
+            (batch_id, name, language, code),
+        ).fetchone()
+        return int(row[0])
+
+    def holds(self) -> list[dict[str, Any]]:
+        """Every hold, with the number of pending messages it keeps back."""
+        rows = self.conn.execute(
+            "SELECT h.*, (SELECT COUNT(*) FROM whatsapp_queue q"
+            "  WHERE q.status = 'pending' AND q.message_type = 'template'"
+            "  AND q.template_name = h.template_name"
+            "  AND q.template_language = h.template_language"
+            "  AND h.batch_id IN ('*', coalesce(q.batch_id, ''))) AS waiting"
+            " FROM whatsapp_holds h ORDER BY h.created_at, h.template_name"
+        )
+        return [dict(row) for row in rows]
+
+    def release_holds(
+        self, name: str, language: str | None = None, batch: str | None = None
+    ) -> int:
+        """Lift the holds of a template (one language, one batch, or all)."""
+        with self.write() as conn:
+            return conn.execute(
+                "DELETE FROM whatsapp_holds WHERE template_name = ?"
+                " AND template_language = coalesce(?, template_language)"
+                " AND batch_id = coalesce(?, batch_id)",
+                (name, language, batch),
+            ).rowcount
+
     # -- reading --------------------------------------------------------
+
+    def next_scheduled(self, now: datetime) -> datetime | None:
+        """Return the earliest time a pending message is due after ``now``."""
+        row = self.conn.execute(
+            "SELECT min(replace(scheduled_at, 'T', ' ')) FROM whatsapp_queue"
+            " WHERE status = 'pending' AND replace(scheduled_at, 'T', ' ') > ?",
+            (fmt(now),),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            return parse(str(row[0]))
+        except ValueError:
+            return None
+
+    def last_attempts_by_recipient(self, since: datetime) -> list[tuple[str, datetime]]:
+        """Return each recipient's last HTTP attempt since ``since``."""
+        rows = self.conn.execute(
+            "SELECT q.recipient, max(a.attempted_at) FROM whatsapp_attempts a"
+            " JOIN whatsapp_queue q ON q.id = a.message_id"
+            " WHERE a.attempted_at >= ? GROUP BY q.recipient",
+            (fmt_attempt(since),),
+        )
+        return [(str(row[0]), parse(row[1])) for row in rows]
 
     def attempt_times(self, since: datetime) -> list[datetime]:
         """Return the times of HTTP attempts made since ``since``, oldest first."""
@@ -574,6 +671,14 @@ class QueueDB:
             )
             conn.execute(
                 "DELETE FROM whatsapp_statuses WHERE received_at < ?", (cutoff,)
+            )
+            conn.execute(
+                "DELETE FROM whatsapp_holds WHERE created_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM whatsapp_queue q WHERE q.status = 'pending'"
+                "  AND q.message_type = 'template'"
+                "  AND q.template_name = whatsapp_holds.template_name"
+                "  AND q.template_language = whatsapp_holds.template_language)",
+                (cutoff,),
             )
             conn.execute(
                 "DELETE FROM whatsapp_contacts WHERE last_inbound_at < ?", (cutoff,)

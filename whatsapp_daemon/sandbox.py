@@ -556,7 +556,7 @@ class _Sandbox:
         """Expire the token in use once ``token_expires_after`` sends passed."""
         self._accepted += 1
         limit = self.config.token_expires_after
-        if limit is not None and self._accepted >= limit:
+        if limit is not None and self._accepted == limit:
             self._expired.add(_token_hash(authorization))
 
     def record(self, arrived: float, body: Any, reply: _Reply) -> None:

@@ -2,8 +2,9 @@
 
 Each message gets its own ``AsyncRetrying`` (tenacity keeps per-run state in
 it). Attempts are counted in the database before the request leaves, so a
-restart never resets them; an attempt that Meta refused for throughput, or
-that never left this machine, is given back.
+restart never resets them; an attempt that Meta refused for throughput, for
+the pair rate, for a held template or for the token, or that never left this
+machine, is given back. What each error code does is in ``outcomes.RULES``.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from . import payloads
+from . import deliveries, payloads
 from .errors import GraphAPIError, InvalidMessageError, SendError, TransportError
 from .graph import GraphClient
-from .limits import SendGate, SendingStopped
+from .limits import RecipientPacer, SendGate, SendingStopped
 from .logs import ctx
-from .models import QueuedMessage
-from .outcomes import Action, classify, explain
-from .queue import AsyncQueue, BatchHeld, QueueDB
+from .models import MessageType, QueuedMessage
+from .outcomes import Action, classify, explain, rule
+from .queue import ALL_BATCHES, AsyncQueue, BatchHeld, QueueDB
 
-THROTTLE_PAUSE = 10.0  # seconds the sender pauses on a throughput error
+MAX_THROTTLE_PAUSE = 300.0  # seconds: longest pause after throughput errors
 NETWORK_PAUSE = 15.0  # seconds the sender pauses when Meta is unreachable
 MAX_FREE_RETRIES = 20  # throttled or unsent attempts allowed per claim
 
@@ -49,6 +50,14 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # the request may have reached Meta
     RELEASED = "released"  # back to pending, to be sent later
     CANCELLED = "cancelled"  # its batch was cancelled before it left
+
+
+class RecipientBusy(Exception):
+    """The recipient's pair-rate slot is taken: send this message later."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(until)
+        self.until = until
 
 
 @dataclass
@@ -73,7 +82,11 @@ class SendContext:
     retry_max: float
     clock: Clock
     on_stop: Callable[[GraphAPIError], None]
+    pacer: RecipientPacer = field(default_factory=lambda: RecipientPacer(6.0))
+    template_failure_limit: int = 3
+    window_check: bool = False  # refuse free-form text outside the 24 h window
     in_flight: set[int] = field(default_factory=set)
+    throttles: int = 0  # throughput errors in a row, for the growing pause
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -88,26 +101,40 @@ async def send(context: SendContext, message: QueuedMessage) -> Outcome:
     tally = _Tally(budget=context.max_attempts - max(0, message.attempts))
     if tally.budget <= 0:
         return await _fail(context, message, "tentatives épuisées")
+    if context.window_check and message.message_type != MessageType.TEMPLATE:
+        to = str(payload["to"])
+        if not await context.queue.call(_window_open, to, context.now()):
+            return await _fail(context, message, WINDOW_CLOSED, code=WINDOW_CODE)
     try:
         wamid = await _with_retries(context, message, payload, tally)
     except SendingStopped:
         await context.queue.call(QueueDB.release, message.id, context.now())
         return Outcome.RELEASED
+    except RecipientBusy as busy:
+        until = datetime.fromtimestamp(busy.until, UTC)
+        await context.queue.call(QueueDB.defer, message.id, until, context.now())
+        logger.debug(
+            "Message différé : un message à ce destinataire vient de partir",
+            extra=ctx(id=message.id, until=until.strftime("%H:%M:%S")),
+        )
+        return Outcome.RELEASED
     except BatchHeld as held:
         # begin_attempt has already put the row back or cancelled it.
         logger.info(
-            "Message retenu : lot %s",
-            "annulé" if held.state == Outcome.CANCELLED else "en pause",
+            "Message retenu : %s",
+            _HELD.get(held.state, "lot en pause"),
             extra=ctx(id=message.id, batch=message.batch_id),
         )
         if held.state == Outcome.CANCELLED:
             return Outcome.CANCELLED
         return Outcome.RELEASED
     except GraphAPIError as exc:
-        return await _settle_error(context, message, exc)
+        return await _settle_error(context, message, exc, str(payload["to"]))
     except TransportError as exc:
         return await _settle_transport(context, message, exc)
     await context.queue.call(QueueDB.mark_sent, message.id, wamid, context.now())
+    context.pacer.accepted(str(payload["to"]))
+    context.throttles = 0
     logger.info(
         "Message envoyé avec succès",
         extra=ctx(messageId=wamid, recipient=_recipient(message, payload)),
@@ -145,6 +172,10 @@ async def _attempt(
     """Make one HTTP attempt, counted in the database before it leaves."""
 
     async def record(at: float) -> None:
+        # The gate's turn is ours: no other message can book this recipient.
+        wait = context.pacer.take(str(payload["to"]), at)
+        if wait > 0:
+            raise RecipientBusy(at + wait)
         # In flight from here on: a stop now lets this attempt finish.
         context.in_flight.add(message.id)
         moment = datetime.fromtimestamp(at, UTC)
@@ -167,14 +198,36 @@ async def _attempt(
 
 def _refunded(context: SendContext, exc: GraphAPIError) -> bool:
     """Apply a sender-wide effect of ``exc``; tell if its attempt is given back."""
-    action = classify(exc)
-    if action is Action.THROTTLE:
-        context.gate.pause(exc.retry_after or THROTTLE_PAUSE)
-    elif action is Action.STOP:
+    found = rule(exc)
+    if found.action is Action.THROTTLE:
+        # The pause doubles with each throughput error in a row.
+        growing = found.pause * 2 ** min(context.throttles, 5)
+        context.throttles += 1
+        context.gate.pause(exc.retry_after or min(growing, MAX_THROTTLE_PAUSE))
+    elif found.action is Action.STOP:
         # Close the gate at once so that no other message is attempted.
         context.gate.close(explain(exc))
         context.on_stop(exc)
-    return action in (Action.THROTTLE, Action.STOP)
+    return found.action in _GIVEN_BACK
+
+
+# Errors that say nothing about the message itself: its attempt is given back.
+_GIVEN_BACK = frozenset(
+    {Action.THROTTLE, Action.STOP, Action.PAUSE_RECIPIENT, Action.PAUSE_TEMPLATE}
+)
+_HELD = {"cancelled": "lot annulé", "held": "modèle suspendu"}
+
+# A free-form message to a customer whose window is closed is refused here,
+# under Meta's code for it, before a send is spent.
+WINDOW_CODE = 131047
+WINDOW_CLOSED = (
+    "refusé avant l'envoi : le client n'a pas écrit depuis plus de 24 h (fenêtre"
+    " fermée) ; un modèle (template) approuvé est nécessaire"
+)
+
+
+def _window_open(db: QueueDB, to: str, now: datetime) -> bool:
+    return deliveries.window_open(db.conn, to, now)
 
 
 async def _close_attempt(
@@ -217,13 +270,105 @@ class _Wait(wait_base):
 
 
 async def _settle_error(
-    context: SendContext, message: QueuedMessage, exc: GraphAPIError
+    context: SendContext, message: QueuedMessage, exc: GraphAPIError, to: str
 ) -> Outcome:
     action = classify(exc)
     if action in (Action.STOP, Action.THROTTLE):
         await context.queue.call(QueueDB.release, message.id, context.now())
         return Outcome.RELEASED
-    return await _fail(context, message, explain(exc), exc)
+    if action is Action.PAUSE_RECIPIENT:
+        return await _pause_recipient(context, message, exc, to)
+    if action is Action.PAUSE_TEMPLATE and _is_template(message):
+        return await _pause_template(context, message, exc)
+    outcome = await _fail(context, message, explain(exc), exc)
+    if rule(exc).template and _is_template(message):
+        await _count_template_failure(context, message, exc)
+    return outcome
+
+
+async def _pause_recipient(
+    context: SendContext, message: QueuedMessage, exc: GraphAPIError, to: str
+) -> Outcome:
+    """Pair rate hit: this recipient waits, the message is due again later."""
+    until = datetime.fromtimestamp(context.pacer.back_off(to, context.clock()), UTC)
+    await context.queue.call(QueueDB.defer, message.id, until, context.now())
+    logger.warning(
+        "Destinataire en pause : %s",
+        explain(exc),
+        extra=ctx(
+            id=message.id,
+            recipient=message.recipient,
+            code=exc.code,
+            until=until.strftime("%Y-%m-%d %H:%M:%S"),
+            fbtraceId=exc.fbtrace_id,
+        ),
+    )
+    return Outcome.RELEASED
+
+
+async def _pause_template(
+    context: SendContext, message: QueuedMessage, exc: GraphAPIError
+) -> Outcome:
+    """The template cannot be used now: hold every message that uses it."""
+    reason = explain(exc)
+    name, language = str(message.template_name), str(message.template_language)
+    await context.queue.call(
+        QueueDB.hold_template,
+        name,
+        language,
+        ALL_BATCHES,
+        code=exc.code,
+        reason=reason,
+        now=context.now(),
+    )
+    await context.queue.call(QueueDB.release, message.id, context.now())
+    logger.error(
+        "Modèle suspendu, ses messages restent en attente : %s",
+        reason,
+        extra=ctx(
+            template=name,
+            language=language,
+            code=exc.code,
+            id=message.id,
+            fbtraceId=exc.fbtrace_id,
+        ),
+    )
+    return Outcome.RELEASED
+
+
+async def _count_template_failure(
+    context: SendContext, message: QueuedMessage, exc: GraphAPIError
+) -> None:
+    """After enough identical failures in a batch, hold the template there."""
+    name, language = str(message.template_name), str(message.template_language)
+    code = int(exc.code or 0)
+    failures = await context.queue.call(
+        QueueDB.template_failures, message.batch_id, name, language, code
+    )
+    if failures < context.template_failure_limit:
+        return
+    reason = f"{failures} échecs identiques dans le lot : {explain(exc)}"
+    added = await context.queue.call(
+        QueueDB.hold_template,
+        name,
+        language,
+        message.batch_id or "",
+        code=code,
+        reason=reason,
+        now=context.now(),
+    )
+    if added:
+        logger.error(
+            "Modèle retenu pour ce lot : %s",
+            reason,
+            extra=ctx(template=name, language=language, batch=message.batch_id),
+        )
+
+
+def _is_template(message: QueuedMessage) -> bool:
+    return message.message_type == MessageType.TEMPLATE and bool(
+        message.template_name and message.template_language
+    )
 
 
 async def _settle_transport(
@@ -251,18 +396,24 @@ async def _fail(
     message: QueuedMessage,
     reason: str,
     error: GraphAPIError | None = None,
+    *,
+    code: int | None = None,
 ) -> Outcome:
+    if error is not None:
+        code = error.code
     await context.queue.call(
         QueueDB.mark_failed,
         message.id,
         reason,
         context.now(),
-        code=error.code if error else None,
+        code=code,
         details=error.as_json() if error else None,
     )
     fields: dict[str, Any] = {"id": message.id, "recipient": message.recipient}
+    if code is not None:
+        fields["code"] = code
     if error is not None:
-        fields.update(code=error.code, fbtraceId=error.fbtrace_id)
+        fields["fbtraceId"] = error.fbtrace_id
     logger.error("Échec de l'envoi du message : %s", reason, extra=ctx(**fields))
     return Outcome.FAILED
 

@@ -22,8 +22,9 @@ from .errors import ConfigError
 from .limits import WINDOW
 from .lock import holder_pid, is_locked
 from .models import Status
-from .outcomes import EXPLANATIONS
+from .outcomes import explanation
 from .queue import (
+    ALL_BATCHES,
     DUE,
     HALT_KEY,
     HEARTBEAT_KEY,
@@ -83,6 +84,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
             "next_scheduled": _next_scheduled(db, now),
             "last_sent": _last_sent(db, now),
             "failures": _failures(db),
+            "held_templates": db.holds(),
             "failed_last_hour": _failed_since(db, now - timedelta(hours=1)),
             "rate": {
                 "attempts_last_60s": _recent_attempts(db, now),
@@ -207,6 +209,14 @@ def _warnings(report: dict[str, Any], settings: Settings) -> list[str]:
         found.append(
             f"{unknown} messages with an unknown outcome need checking"
             " (whatsapp-daemon resolve ID --as sent|resend|failed)"
+        )
+    for hold in (h for h in report["held_templates"] if h["waiting"]):
+        where = _hold_scope(hold)
+        found.append(
+            f"{hold['waiting']} messages held: template {hold['template_name']!r}"
+            f" ({hold['template_language']}) {where}, {hold['reason']}; fix it,"
+            f" then whatsapp-daemon template release {hold['template_name']}"
+            " (or cancel the batch)"
         )
     oldest = report["oldest_due"]
     limit = settings.check_backlog_minutes
@@ -367,7 +377,7 @@ def _failures(db: QueueDB) -> list[dict[str, Any]]:
         if code is None:
             meaning = "refusé avant l'envoi (numéro ou contenu invalide)"
         else:
-            known = EXPLANATIONS.get(code) if isinstance(code, int) else None
+            known = explanation(code) if isinstance(code, int) else None
             meaning = known or str(row["example"] or "")
         failures.append(
             {
@@ -478,6 +488,7 @@ def render(status: dict[str, Any]) -> str:
         )
     lines += _render_batches(status["batches"])
     lines += _render_failures(status["failures"])
+    lines += _render_holds(status["held_templates"])
     lines.append("")
     lines.append(_oldest_line(status["oldest_due"]))
     upcoming = status["next_scheduled"]
@@ -539,6 +550,27 @@ def _render_failures(failures: list[dict[str, Any]]) -> list[str]:
         code = failure["code"] if failure["code"] is not None else "-"
         lines.append(f"  {code!s:>7} {failure['count']:>7}  {failure['meaning']}")
     return lines
+
+
+def _render_holds(holds: list[dict[str, Any]]) -> list[str]:
+    if not holds:
+        return []
+    lines = ["", "Held templates (whatsapp-daemon template release NAME):"]
+    for hold in holds:
+        lines.append(
+            f"  {hold['template_name']} ({hold['template_language']})"
+            f" {_hold_scope(hold)}: {hold['waiting']} messages waiting since"
+            f" {hold['created_at']} UTC"
+        )
+        lines.append(f"    why: {hold['reason']}")
+    return lines
+
+
+def _hold_scope(hold: dict[str, Any]) -> str:
+    batch = hold["batch_id"]
+    if batch == ALL_BATCHES:
+        return "in every batch"
+    return f"in batch {batch!r}" if batch else "outside batches"
 
 
 def _webhook_line(webhook: dict[str, Any]) -> str:
