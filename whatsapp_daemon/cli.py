@@ -613,16 +613,16 @@ def _batch_list(args: argparse.Namespace) -> int:
         return Exit.OK
     print(
         f"{'batch':<24} {'state':<10}{'total':>8}{'pending':>9}{'sending':>9}"
-        f"{'sent':>8}{'failed':>8}{'cancel.':>8}{'unknown':>8}  next due (UTC)"
+        f"{'sent':>8}{'deliv.':>8}{'read':>8}{'failed':>8}{'cancel.':>8}"
+        f"{'unknown':>8}  next due (UTC)"
     )
     for s in summaries:
         c = s.counts
         state = "importing" if s.importing else s.state
-        print(
-            f"{s.batch_id:<24} {state:<10}{s.total:>8}{c.get('pending', 0):>9}"
-            f"{c.get('processing', 0):>9}{c.get('sent', 0):>8}{c.get('failed', 0):>8}"
-            f"{c.get('cancelled', 0):>8}{c.get('unknown', 0):>8}  {s.next_due or '-'}"
+        shown = "".join(
+            f"{c.get(name, 0):>{9 if name in _WIDE else 8}}" for name in _COLUMNS
         )
+        print(f"{s.batch_id:<24} {state:<10}{s.total:>8}{shown}  {s.next_due or '-'}")
     return Exit.OK
 
 
@@ -677,6 +677,19 @@ def _template_release(args: argparse.Namespace) -> int:
     print(f"released {released} hold(s) of {args.name!r}; its messages are due again")
     return Exit.OK
 
+
+# The statuses ``batch list`` counts, in its columns' order.
+_COLUMNS = (
+    "pending",
+    "processing",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "cancelled",
+    "unknown",
+)
+_WIDE = ("pending", "processing")
 
 _LOG_LINES = {
     "pause": "Lot mis en pause",
