@@ -522,7 +522,7 @@ async def test_status_of_an_unknown_message_is_kept_then_applied(
     [kept] = stored_statuses(settings.database_path)
     assert (kept["applied_at"], kept["message_id"]) == (None, None)
     assert any(
-        level == "INFO" and text.startswith("Statut reçu avant")
+        level == "DEBUG" and text.startswith("Statut reçu avant")
         for level, text in levels(log_file)
     )
     row_id = sent_row(queue, A, "wamid.LATER")

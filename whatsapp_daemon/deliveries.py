@@ -235,7 +235,7 @@ def _status(db: QueueDB, item: Any, now: datetime, summary: Summary) -> None:
         row = _row_for(conn, status)
         if row is None:
             summary.kept += 1
-            logs.logger.info(
+            logs.logger.debug(  # usual when Meta is faster than its answer
                 "Statut reçu avant l'identifiant du message, conservé",
                 extra=logs.ctx(
                     messageId=status.wamid, status=status.status, id=status.row_id
