@@ -1009,6 +1009,12 @@ REFUSED: dict[str, tuple[Callable[[], object], str]] = {
         lambda: api.template_message(TO, "promo", "fr", ["ligne 1\nligne 2"]),
         "param 1:",
     ),
+    "empty components": (
+        lambda: api.template_message(TO, "promo", "fr", components=[]),
+        "components:",
+    ),
+    "kind without content": (lambda: api.message(TO, "image"), "content:"),
+    "unknown kind": (lambda: api.message(TO, "carousel", body="x"), "message_type:"),
 }
 
 

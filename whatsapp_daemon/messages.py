@@ -94,7 +94,13 @@ def _too_long(path: str, value: str, limit: int) -> Problem:
     )
 
 
-def _count(path: str, size: int, low: int, high: int) -> Problem:
+def _count(path: str, size: int, low: int, high: int | None) -> Problem:
+    if high is None:
+        return _fail(
+            path,
+            f"{size} items; Meta takes at least {low}, give that many",
+            f"{size} éléments (au moins {low})",
+        )
     return _fail(
         path,
         f"{size} items; Meta takes {low} to {high}, give that many",
@@ -194,7 +200,7 @@ def _choice(value: Any, path: str, choices: Sequence[str]) -> str:
 def _list(value: Any, path: str, low: int, high: int | None = None) -> list[Any]:
     items: list[Any] = _typed(value, path, list)
     if len(items) < low or (high is not None and len(items) > high):
-        raise _count(path, len(items), low, high if high is not None else len(items))
+        raise _count(path, len(items), low, high)
     return items
 
 
@@ -296,7 +302,7 @@ def check_media(value: Any, path: str, extras: frozenset[str]) -> dict[str, Any]
     if "caption" in media:
         _text(media["caption"], f"{path}.caption", CAPTION_LIMIT)
     if "filename" in media:
-        _text(media["filename"], f"{path}.filename", 240)
+        _text(media["filename"], f"{path}.filename")
     return media
 
 
@@ -309,7 +315,7 @@ def check_location(value: Any, path: str = "location") -> dict[str, Any]:
     _number(place["longitude"], f"{path}.longitude", -180, 180)
     for key in ("name", "address"):
         if key in place:
-            _text(place[key], f"{path}.{key}", 1000)
+            _text(place[key], f"{path}.{key}")
     return place
 
 
@@ -377,7 +383,7 @@ def check_contacts(value: Any) -> list[Any]:
                     if key == "type":
                         _choice(item, f"{where}.type", CONTACT_TYPES[part])
                     else:
-                        _text(item, f"{where}.{key}", 1000)
+                        _text(item, f"{where}.{key}")
     return cards
 
 
@@ -420,7 +426,7 @@ def is_single_emoji(text: str) -> bool:
         for char in part[1:]:
             code = ord(char)
             modifier = 0x1F3FB <= code <= 0x1F3FF or char == VS16
-            if not (modifier or 0xE0020 <= code <= 0xE007F):  # or a tag (🏴󠁧󠁢󠁳󠁣󠁴󠁿)
+            if not (modifier or 0xE0020 <= code <= 0xE007F):  # or a flag tag
                 return False
     return True
 
@@ -764,7 +770,9 @@ BUTTON_PARAMETERS = {
     "flow": ("action",),
     "voice_call": (),
 }
-PARAM_TEXT_LIMIT = {"header": 60, "body": 1024, "button": 2000}
+# Characters of a text parameter; a button's (a URL's variable part) has no
+# documented limit of its own.
+PARAM_TEXT_LIMIT = {"header": 60, "body": 1024, "button": None}
 MAX_BUTTONS = 10
 
 
@@ -997,7 +1005,7 @@ def check(
         template_params=params,
     )
     if value is None:
-        raise _missing("content", f"a {kind} message needs its object in content")
+        raise _missing("content", f"give the {kind} object as JSON in content")
     if kind in MEDIA_EXTRAS:
         built = check_media(value, kind, MEDIA_EXTRAS[kind])
     else:
