@@ -584,3 +584,44 @@ def test_the_wait_meta_asks_for_is_read_from_its_headers(
     error = graph._graph_error(response)
     assert error.code == 80007
     assert error.retry_after == wait
+
+
+def test_pacer_spaces_one_recipient_by_metas_six_seconds() -> None:
+    """With the default interval, a recipient is free again 6 s after a send."""
+    pacer = RecipientPacer(Settings.model_fields["pair_interval"].default)
+    assert pacer.take("2250701020304", 1000.0) == 0.0
+    assert pacer.take("2250701020304", 1003.0) == pytest.approx(3.0)
+    assert pacer.take("2250501020305", 1003.0) == 0.0  # another recipient
+    assert pacer.take("2250701020304", 1006.0) == 0.0
+
+
+def test_pacer_backs_off_four_to_the_power_of_the_errors_in_a_row() -> None:
+    """131056: 6 s (at least the interval), then 6, 16, 64...; reset on success."""
+    pacer = RecipientPacer(6.0)
+    waits = [pacer.back_off("a", 0.0) for _ in range(5)]
+    assert waits == [6.0, 6.0, 16.0, 64.0, 256.0]
+    pacer.accepted("a")
+    assert pacer.back_off("a", 1000.0) == 1006.0
+    assert pacer.back_off("b", 0.0) == 6.0  # others are not affected
+    for _ in range(20):
+        last = pacer.back_off("c", 0.0)
+    assert last == 3600.0  # never more than an hour
+
+
+async def test_throughput_pause_doubles_with_each_error_in_a_row(
+    harness: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three 130429 in a row: the sender waits 0.2, 0.4 then 0.8 s."""
+    base = 0.2
+    rule = outcomes.RULES[130429]._replace(pause=base)
+    monkeypatch.setitem(outcomes.RULES, 130429, rule)
+    run, box = await harness({A: [130429, 130429, 130429, "ok"]})
+    run.pacer = RecipientPacer(0.0)
+    message_id = _queue_one(run.path, 130429)
+
+    assert await run.send_one(message_id) is Outcome.SENT
+
+    times = [r["at"] for r in await box.requests()]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert [round(g / base) for g in gaps] == [1, 2, 4], gaps
+    assert rows(run.path)[message_id]["attempts"] == 1
