@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import string
 import unicodedata
 from collections import Counter
@@ -24,6 +23,7 @@ from typing import Any, TextIO
 
 from . import batches, payloads, phones
 from .errors import InvalidMessageError
+from .messages import LANGUAGE_CODE, TEMPLATE_NAME
 from .models import MessageType, NewMessage
 from .queue import QueueDB, fmt
 from .tables import Row, Table, open_table
@@ -44,8 +44,6 @@ PHONE_HEADERS = frozenset({"contact", "number", "numero", "num"})
 
 CHUNK_ROWS = 500  # rows written per transaction
 PARAM_LIMIT = 1024  # characters of a template parameter (a body's own limit)
-TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
-LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")
 # What a formula shows when it fails; such a cell is never a real value.
 EXCEL_ERRORS = frozenset(
     {
