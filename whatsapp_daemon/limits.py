@@ -142,16 +142,21 @@ MAX_RECIPIENT_BACKOFF = 3600.0
 class RecipientPacer:
     """Meta's pair rate: one message to the same recipient every ``interval``.
 
-    Each recipient has the time from which its next message may leave. An
-    error 131056 pushes that time back by 4^X seconds (X: the recipient's
-    errors in a row, Meta's advice), never less than the interval; a message
-    accepted for the recipient resets X. Other recipients are not affected.
+    Each recipient has the time from which its next message may leave. A
+    message first reserves its recipient (:meth:`reserve`), before it waits
+    for its turn at the gate, so that a recipient's other messages are put
+    back at once instead of spending turns; the interval then counts from
+    the moment the request actually leaves (:meth:`sent`). An error 131056
+    pushes the time back by 4^X seconds (X: the recipient's errors in a row,
+    Meta's advice), never less than the interval; a message accepted for the
+    recipient resets X. Other recipients are not affected.
     """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._next: dict[str, float] = {}
         self._strikes: dict[str, int] = {}
+        self._reserved: set[str] = set()
 
     def seed(self, last_attempts: Iterable[tuple[str, float]]) -> None:
         """Take each recipient's last attempt (e.g. read from the database)."""
@@ -164,18 +169,30 @@ class RecipientPacer:
         """Return when the next message to ``recipient`` may leave."""
         return self._next.get(recipient, 0.0)
 
-    def take(self, recipient: str, now: float) -> float:
-        """Book a send to ``recipient`` at ``now``; return the wait if not free.
+    def reserve(self, recipient: str, now: float) -> float:
+        """Reserve ``recipient`` for one message; return the wait if not free.
 
-        Returns 0 and books the slot when the recipient is free, else the
-        seconds to wait (nothing is booked).
+        Returns 0 when the recipient is free and now reserved, until
+        :meth:`sent` or :meth:`release`. Otherwise returns the seconds to
+        wait, and nothing is reserved: the time left, or one interval when
+        another message holds the reservation.
         """
+        if recipient in self._reserved:
+            return max(self.interval, self.free_at(recipient) - now, 1.0)
         wait = self.free_at(recipient) - now
         if wait > 0:
             return wait
-        self._next[recipient] = now + self.interval
-        self._forget_old(now)
+        self._reserved.add(recipient)
         return 0.0
+
+    def sent(self, recipient: str, at: float) -> None:
+        """The reserved message's request leaves at ``at``: the interval starts."""
+        self._next[recipient] = max(self.free_at(recipient), at + self.interval)
+        self._forget_old(at)
+
+    def release(self, recipient: str) -> None:
+        """End a reservation (sent or not); the recipient's time is kept."""
+        self._reserved.discard(recipient)
 
     def back_off(self, recipient: str, now: float) -> float:
         """After a pair-rate error: push the recipient back; return until when."""
@@ -194,5 +211,7 @@ class RecipientPacer:
         if len(self._next) < 10_000:
             return
         for recipient, free in list(self._next.items()):
-            if free < now and recipient not in self._strikes:
+            if free < now and not (
+                recipient in self._strikes or recipient in self._reserved
+            ):
                 del self._next[recipient]

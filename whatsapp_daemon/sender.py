@@ -10,6 +10,7 @@ machine, is given back. What each error code does is in ``outcomes.RULES``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,7 +112,8 @@ async def send(context: SendContext, message: QueuedMessage) -> Outcome:
         await context.queue.call(QueueDB.release, message.id, context.now())
         return Outcome.RELEASED
     except RecipientBusy as busy:
-        until = datetime.fromtimestamp(busy.until, UTC)
+        # Whole seconds in the table: round up, never due before it is free.
+        until = datetime.fromtimestamp(math.ceil(busy.until), UTC)
         await context.queue.call(QueueDB.defer, message.id, until, context.now())
         logger.debug(
             "Message différé : un message à ce destinataire vient de partir",
@@ -171,16 +173,21 @@ async def _attempt(
 ) -> str:
     """Make one HTTP attempt, counted in the database before it leaves."""
 
+    to = str(payload["to"])
+
     async def record(at: float) -> None:
-        # The gate's turn is ours: no other message can book this recipient.
-        wait = context.pacer.take(str(payload["to"]), at)
-        if wait > 0:
-            raise RecipientBusy(at + wait)
+        context.pacer.sent(to, at)
         # In flight from here on: a stop now lets this attempt finish.
         context.in_flight.add(message.id)
         moment = datetime.fromtimestamp(at, UTC)
         await context.queue.call(QueueDB.begin_attempt, message.id, moment)
 
+    # Reserve the recipient before queueing at the gate: a message whose
+    # recipient is busy goes back to the queue without spending a turn.
+    now = context.clock()
+    wait = context.pacer.reserve(to, now)
+    if wait > 0:
+        raise RecipientBusy(now + wait)
     try:
         await context.gate.acquire(record)
         return await context.graph.send(payload)
@@ -194,6 +201,7 @@ async def _attempt(
         raise
     finally:
         context.in_flight.discard(message.id)
+        context.pacer.release(to)
 
 
 def _refunded(context: SendContext, exc: GraphAPIError) -> bool:
@@ -290,7 +298,8 @@ async def _pause_recipient(
     context: SendContext, message: QueuedMessage, exc: GraphAPIError, to: str
 ) -> Outcome:
     """Pair rate hit: this recipient waits, the message is due again later."""
-    until = datetime.fromtimestamp(context.pacer.back_off(to, context.clock()), UTC)
+    free = context.pacer.back_off(to, context.clock())
+    until = datetime.fromtimestamp(math.ceil(free), UTC)
     await context.queue.call(QueueDB.defer, message.id, until, context.now())
     logger.warning(
         "Destinataire en pause : %s",
