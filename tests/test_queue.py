@@ -32,7 +32,7 @@ from test_sending import (
     running_daemon,
 )
 
-from whatsapp_daemon import payloads
+from whatsapp_daemon import deliveries, payloads
 from whatsapp_daemon.models import MessageType, NewMessage
 from whatsapp_daemon.queue import COLUMNS, QueueDB, fmt
 from whatsapp_daemon.settings import Settings
@@ -375,3 +375,49 @@ def test_recover_requeues_claims_and_flags_interrupted_sends(db: QueueDB) -> Non
     assert (idle_row["status"], idle_row["claimed_by"]) == ("pending", None)
     assert (sending_row["status"], sending_row["attempts"]) == ("unknown", 1)
     assert "inconnu" in sending_row["error_message"]
+
+
+def test_statuses_received_during_a_crashed_request_settle_the_row_at_restart(
+    db: QueueDB,
+) -> None:
+    """A request under way when the daemon died, but Meta reported it read:
+    the recovery stores the wamid and the status instead of ``unknown``."""
+    now = datetime.now(UTC)
+    [message_id] = db.enqueue(
+        [NewMessage("+2250701020304", MessageType.TEXT, "x")], now
+    )
+    [claimed] = db.claim(now, 1, "pid:1", timedelta(minutes=10))
+    db.begin_attempt(claimed.id, now)
+    wamid = "wamid.CRASHED0001"
+    notification = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "statuses": [
+                                {
+                                    "id": wamid,
+                                    "status": status,
+                                    "timestamp": str(int(now.timestamp()) + i),
+                                    "recipient_id": "2250701020304",
+                                    "biz_opaque_callback_data": str(message_id),
+                                }
+                                for i, status in enumerate(("sent", "read"))
+                            ]
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    deliveries.handle(db, notification, now)
+    assert db.get(message_id)["status"] == "processing"  # kept, not applied
+
+    assert db.recover(now) == (0, 1)
+
+    row = db.get(message_id)
+    assert (row["status"], row["wamid"]) == ("read", wamid)

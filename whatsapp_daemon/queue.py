@@ -509,7 +509,8 @@ class QueueDB:
 
         A claimed message with no attempt in flight goes back to pending; one
         whose request was under way becomes ``unknown``, since Meta may have
-        accepted it. Returns (back to pending, unknown).
+        accepted it, unless a status Meta sent meanwhile proves it did.
+        Returns (back to pending, unknown or proven).
         """
         where = "status = 'processing'" + (" AND claimed_by = ?" if owner else "")
         args: tuple[Any, ...] = (owner,) if owner else ()
@@ -525,10 +526,13 @@ class QueueDB:
             unknown = conn.execute(
                 "UPDATE whatsapp_queue SET status = 'unknown', claimed_by = NULL,"
                 " lease_until = NULL, sending_since = NULL, error_message = ?,"
-                f" updated_at = ? WHERE {where} AND sending_since IS NOT NULL",
+                f" updated_at = ? WHERE {where} AND sending_since IS NOT NULL"
+                " RETURNING id",
                 (reason, stamp, *args),
-            ).rowcount
-        return pending, unknown
+            ).fetchall()
+            for row in unknown:
+                deliveries.apply_stored(conn, int(row[0]), None, now)
+        return pending, len(unknown)
 
     # -- template holds ---------------------------------------------------
 
