@@ -33,6 +33,7 @@ from test_sending import (
 )
 
 from whatsapp_daemon import deliveries, payloads
+from whatsapp_daemon import status as queue_status
 from whatsapp_daemon.models import MessageType, NewMessage
 from whatsapp_daemon.queue import COLUMNS, QueueDB, fmt
 from whatsapp_daemon.settings import Settings
@@ -421,3 +422,36 @@ def test_statuses_received_during_a_crashed_request_settle_the_row_at_restart(
 
     row = db.get(message_id)
     assert (row["status"], row["wamid"]) == ("read", wamid)
+
+
+async def test_times_with_an_offset_are_due_at_their_utc_moment(
+    start_sandbox: StartSandbox, make_settings: Callable[..., Settings]
+) -> None:
+    """PHP's date('c') writes offsets: +02:00 is not sent two hours late,
+    -05:00 not five hours early; an unreadable time fails its row."""
+    box = await start_sandbox()
+    settings = make_settings(api_base_url=box.url)
+    QueueDB.open(settings.database_path).close()
+    now = datetime.now(UTC)
+    soon = (now + timedelta(seconds=2)).astimezone(timezone(timedelta(hours=2)))
+    later = (now + timedelta(hours=1)).astimezone(timezone(timedelta(hours=-5)))
+    path = settings.database_path
+    soon_id = insert_raw(path, recipient=A, body="x", scheduled_at=soon.isoformat())
+    later_id = insert_raw(path, recipient=B, body="y", scheduled_at=later.isoformat())
+    bad_id = insert_raw(path, recipient=C, body="z", scheduled_at="demain 8h")
+
+    async with running_daemon(settings) as run:
+        await run.until(lambda: rows(path)[soon_id]["status"] == "sent", what="send")
+        await run.until(lambda: rows(path)[bad_id]["status"] == "failed", what="fail")
+        report = queue_status.gather(settings, datetime.now(UTC))
+
+    sent_at = datetime.fromisoformat(rows(path)[soon_id]["sent_at"]).replace(tzinfo=UTC)
+    assert sent_at >= soon.replace(microsecond=0)
+    assert rows(path)[later_id]["status"] == "pending"
+    assert "heure d'envoi illisible" in rows(path)[bad_id]["error_message"]
+    assert "demain 8h" in rows(path)[bad_id]["error_message"]
+    upcoming = report["next_scheduled"]
+    assert upcoming["id"] == later_id
+    assert upcoming["scheduled_at"] == later.astimezone(UTC).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidMessageError
-from .queue import QueueDB, fmt
+from .queue import SCHEDULED, QueueDB, fmt
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -93,7 +93,7 @@ def list_batches(db: QueueDB) -> list[BatchSummary]:
         "SELECT batch_id, status, COUNT(*), MIN(created_at),"
         " SUM(import_id IN (SELECT id FROM whatsapp_imports"
         "                   WHERE state = 'importing')),"
-        " MIN(CASE WHEN status = 'pending' THEN scheduled_at END)"
+        f" MIN(CASE WHEN status = 'pending' THEN {SCHEDULED} END)"
         " FROM whatsapp_queue WHERE batch_id IS NOT NULL"
         " GROUP BY batch_id, status ORDER BY MIN(id)"
     ):

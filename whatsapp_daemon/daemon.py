@@ -200,6 +200,12 @@ class Daemon:
             logger.warning(
                 "Import interrompu retiré de la file", extra=ctx(count=swept)
             )
+        unreadable = await self.queue.call(QueueDB.fail_unreadable_times, self.now())
+        if unreadable:
+            logger.error(
+                "Messages à l'heure d'envoi illisible, mis en échec",
+                extra=ctx(ids=unreadable[:20], count=len(unreadable)),
+            )
         cancelled = await self.queue.call(batches.settle_cancelled, self.now())
         if cancelled:
             logger.info("Messages de lots annulés", extra=ctx(count=cancelled))

@@ -66,12 +66,20 @@ COLUMNS: dict[str, str] = {
     "read_at": "TEXT",
 }
 
+# A row's due time as UTC text in SQLite's format: '' when none is given
+# (due at once), NULL when it cannot be read (such rows are failed, see
+# QueueDB.fail_unreadable_times). ISO 8601 with a "T" or an offset, as PHP's
+# date('c') writes, is converted to UTC by SQLite's datetime().
+SCHEDULED = (
+    "(CASE WHEN coalesce(scheduled_at, '') = '' THEN ''"
+    " ELSE datetime(scheduled_at) END)"
+)
+
 # A pending message is due once its time has come, unless its batch is
-# paused or cancelled, or the import that adds it has not finished. Times
-# written with a "T" (ISO 8601, as PHP's date('c') does) compare like
-# SQLite's own format.
+# paused or cancelled, its template is held, or the import that adds it has
+# not finished.
 DUE = (
-    "replace(coalesce(scheduled_at, ''), 'T', ' ') <= ?"
+    SCHEDULED + " <= ?"
     " AND NOT EXISTS (SELECT 1 FROM whatsapp_imports"
     "   WHERE whatsapp_imports.id = whatsapp_queue.import_id"
     "     AND whatsapp_imports.state = 'importing')"
@@ -367,7 +375,7 @@ class QueueDB:
                 "   WHERE (status = 'pending' AND " + DUE + ")"
                 "      OR (status = 'processing' AND lease_until < ?"
                 "          AND sending_since IS NULL)"
-                "   ORDER BY scheduled_at, id LIMIT ?)"
+                f"   ORDER BY {SCHEDULED}, id LIMIT ?)"
                 f" RETURNING {_CLAIMED}",
                 (owner, fmt(now + lease), stamp, stamp, stamp, limit),
             ).fetchall()
@@ -504,6 +512,24 @@ class QueueDB:
             if then is not None:
                 then(conn)
 
+    def fail_unreadable_times(self, now: datetime) -> list[int]:
+        """Fail pending rows whose ``scheduled_at`` is not a time; return them.
+
+        Such a row would otherwise wait forever: it is never due.
+        """
+        with self.write() as conn:
+            rows = conn.execute(
+                "UPDATE whatsapp_queue SET status = 'failed', error_code = NULL,"
+                " error_message = 'heure d''envoi illisible (scheduled_at = « '"
+                "  || substr(scheduled_at, 1, 40) || ' ») : écrire AAAA-MM-JJ"
+                " HH:MM:SS en UTC, puis remettre le message en attente',"
+                " claimed_by = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE status = 'pending' AND coalesce(scheduled_at, '') != ''"
+                " AND datetime(scheduled_at) IS NULL RETURNING id",
+                (fmt(now),),
+            ).fetchall()
+        return sorted(int(row[0]) for row in rows)
+
     def recover(self, now: datetime, owner: str | None = None) -> tuple[int, int]:
         """Settle messages left ``processing`` (by ``owner``, or by anyone).
 
@@ -600,8 +626,8 @@ class QueueDB:
     def next_scheduled(self, now: datetime) -> datetime | None:
         """Return the earliest time a pending message is due after ``now``."""
         row = self.conn.execute(
-            "SELECT min(replace(scheduled_at, 'T', ' ')) FROM whatsapp_queue"
-            " WHERE status = 'pending' AND replace(scheduled_at, 'T', ' ') > ?",
+            f"SELECT min({SCHEDULED}) FROM whatsapp_queue"
+            f" WHERE status = 'pending' AND {SCHEDULED} > ?",
             (fmt(now),),
         ).fetchone()
         if row is None or row[0] is None:

@@ -28,6 +28,7 @@ from .queue import (
     DUE,
     HALT_KEY,
     HEARTBEAT_KEY,
+    SCHEDULED,
     TABLES,
     QueueDB,
     fmt,
@@ -288,8 +289,7 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         " SUM(q.status = 'delivered') AS delivered, SUM(q.status = 'read') AS read,"
         " SUM(q.status = 'unknown') AS unknown,"
         " SUM(q.status = 'cancelled') AS cancelled,"
-        " MIN(CASE WHEN q.status = 'pending'"
-        "     THEN replace(q.scheduled_at, 'T', ' ') END) AS next_due"
+        f" MIN(CASE WHEN q.status = 'pending' THEN {SCHEDULED} END) AS next_due"
         " FROM whatsapp_queue q LEFT JOIN whatsapp_batches b"
         " ON b.batch_id = q.batch_id GROUP BY q.batch_id ORDER BY MIN(q.id)"
     )
@@ -323,8 +323,8 @@ def _finish(left: int, batch: dict[str, Any], now: datetime, rate: int) -> str |
 
 def _oldest_due(db: QueueDB, now: datetime) -> dict[str, Any] | None:
     row = db.conn.execute(
-        "SELECT id, scheduled_at FROM whatsapp_queue WHERE status = 'pending'"
-        " AND " + DUE + " ORDER BY scheduled_at, id LIMIT 1",
+        f"SELECT id, {SCHEDULED} AS scheduled_at FROM whatsapp_queue"
+        f" WHERE status = 'pending' AND {DUE} ORDER BY {SCHEDULED}, id LIMIT 1",
         (fmt(now),),
     ).fetchone()
     if row is None:
@@ -336,9 +336,9 @@ def _oldest_due(db: QueueDB, now: datetime) -> dict[str, Any] | None:
 def _next_scheduled(db: QueueDB, now: datetime) -> dict[str, Any] | None:
     """The first pending message whose time has not come yet."""
     row = db.conn.execute(
-        "SELECT id, scheduled_at FROM whatsapp_queue WHERE status = 'pending'"
-        " AND replace(scheduled_at, 'T', ' ') > ?"
-        " ORDER BY replace(scheduled_at, 'T', ' '), id LIMIT 1",
+        f"SELECT id, {SCHEDULED} AS scheduled_at FROM whatsapp_queue"
+        f" WHERE status = 'pending' AND {SCHEDULED} > ?"
+        f" ORDER BY {SCHEDULED}, id LIMIT 1",
         (fmt(now),),
     ).fetchone()
     if row is None:
