@@ -327,6 +327,9 @@ async def test_wrong_parameter_count_fails_at_once_then_holds_the_batch_template
     text = status.render(report)
     assert "Held templates" in text and "promo_noel (fr) in batch 'noel'" in text
     assert "nombre de paramètres différent du modèle approuvé" in text
+    [batch] = report["batches"]
+    assert (batch["held"], batch["finish_estimate"]) == (3, None)
+    assert "3 held with their template" in text
 
 
 def test_template_release_lets_held_messages_go(
@@ -662,3 +665,52 @@ async def test_a_burst_to_one_recipient_neither_delays_others_nor_reorders(
     # Ten others at 0.1 s each: done long before A's second message.
     assert max(to_others) < to_a[1]["at"]
     assert len(answered) == 16  # no request refused or repeated
+
+
+def _failed_template_row(path: Path, updated: datetime, batch: str | None) -> None:
+    """A failed 132000 row, as an earlier run of the daemon left it."""
+    db = QueueDB.open(path)
+    try:
+        [row_id] = db.enqueue(
+            [template_message(B, "promo_noel", "fr", ["Awa"], batch_id=batch)],
+            updated,
+        )
+        db.mark_failed(row_id, "132000", updated, code=132000)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("batch", [None, "noel"])
+def test_only_recent_failures_since_the_last_release_count_towards_a_hold(
+    batch: str | None, make_settings: Callable[..., Settings]
+) -> None:
+    """Old failures, or failures from before ``template release``, never hold
+    a template again by themselves."""
+    settings = make_settings()
+    path = settings.database_path
+    for _ in range(3):
+        _failed_template_row(path, _now() - timedelta(days=20), batch)
+    db = QueueDB.open(path)
+    try:
+        assert db.template_failures(batch, "promo_noel", "fr", 132000, _now()) == 0
+        for _ in range(3):
+            _failed_template_row(path, _now() - timedelta(minutes=5), batch)
+        assert db.template_failures(batch, "promo_noel", "fr", 132000, _now()) == 3
+        scope = batch or ""
+        assert db.hold_template(
+            "promo_noel", "fr", scope, code=132000, reason="3", now=_now()
+        )
+        assert not db.hold_template(
+            "promo_noel", "fr", scope, code=132000, reason="3", now=_now()
+        )
+        assert db.release_holds("promo_noel", _now() + timedelta(seconds=1)) == 1
+        assert db.holds() == []
+        later = _now() + timedelta(seconds=2)
+        assert db.template_failures(batch, "promo_noel", "fr", 132000, later) == 0
+        # Held again after the release: the same hold is in force once more.
+        assert db.hold_template(
+            "promo_noel", "fr", scope, code=132000, reason="again", now=later
+        )
+        assert [h["reason"] for h in db.holds()] == ["again"]
+    finally:
+        db.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ from . import (
     importer,
     launchd,
     logs,
+    messages,
     scheduling,
     status,
     systemd,
@@ -390,15 +392,25 @@ def _json_option(option: str, value: str | None) -> Any:
     if value is None:
         return None
     text = value
+    where = ""
     if value.startswith("@"):
-        text = Path(value[1:]).read_text(encoding="utf-8-sig")
+        where = f"{messages.printable(value[1:])} "
+        data = Path(value[1:]).read_bytes()
+        body = data.removeprefix(codecs.BOM_UTF8)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at = exc.start + len(data) - len(body)
+            raise InvalidMessageError(
+                f"{option}: {where}is not UTF-8 text (byte 0x{data[at]:02x} at"
+                f" offset {at}); save it as UTF-8"
+            ) from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"{value[1:]} " if value.startswith("@") else ""
+    except messages.JSON_ERRORS as exc:
+        reason, advice, _ = messages.why_not_json(exc, "write valid JSON")
         raise InvalidMessageError(
-            f"{option}: {where}is not JSON ({exc.msg} at line {exc.lineno}"
-            f" column {exc.colno}); write valid JSON"
+            f"{option}: {where}is not JSON ({reason}); {advice}"
         ) from None
 
 
@@ -658,7 +670,7 @@ def _template_release(args: argparse.Namespace) -> int:
     db = _existing_db(settings)
     batch = args.batch
     try:
-        released = db.release_holds(args.name, args.language, batch)
+        released = db.release_holds(args.name, datetime.now(UTC), args.language, batch)
     finally:
         db.close()
     if not released:

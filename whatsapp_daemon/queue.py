@@ -90,7 +90,8 @@ DUE = (
     "   WHERE whatsapp_queue.message_type = 'template'"
     "     AND whatsapp_holds.template_name = whatsapp_queue.template_name"
     "     AND whatsapp_holds.template_language = whatsapp_queue.template_language"
-    "     AND whatsapp_holds.batch_id IN ('*', coalesce(whatsapp_queue.batch_id, '')))"
+    "     AND whatsapp_holds.batch_id IN ('*', coalesce(whatsapp_queue.batch_id, ''))"
+    "     AND whatsapp_holds.released_at IS NULL)"
 )
 
 P = ParamSpec("P")
@@ -160,6 +161,7 @@ CREATE TABLE IF NOT EXISTS whatsapp_holds (
     code INTEGER,
     reason TEXT NOT NULL,
     created_at TEXT NOT NULL,
+    released_at TEXT,
     PRIMARY KEY (template_name, template_language, batch_id)
 );
 CREATE TABLE IF NOT EXISTS whatsapp_statuses (
@@ -195,8 +197,11 @@ TABLES = frozenset(
 )
 
 # Holds of a template: ``batch_id`` is the batch held, '' the messages
-# without a batch, and ALL_BATCHES every message with that template.
+# without a batch, and ALL_BATCHES every message with that template. A hold
+# is in force until ``released_at`` is set.
 ALL_BATCHES = "*"
+# Identical template failures older than this do not count towards a hold.
+TEMPLATE_FAILURE_WINDOW = timedelta(days=1)
 
 INDEXES = """
 CREATE INDEX IF NOT EXISTS whatsapp_queue_due
@@ -296,6 +301,11 @@ class QueueDB:
                     conn.execute(
                         f"ALTER TABLE whatsapp_queue ADD COLUMN {name} {declaration}"
                     )
+            holds = {
+                row[1] for row in conn.execute("PRAGMA table_info(whatsapp_holds)")
+            }
+            if "released_at" not in holds:  # a table from before releases were kept
+                conn.execute("ALTER TABLE whatsapp_holds ADD COLUMN released_at TEXT")
             _execute_all(conn, INDEXES)
 
     def _use_wal(self) -> None:
@@ -399,6 +409,7 @@ class QueueDB:
                 "  AND h.template_name = q.template_name"
                 "  AND h.template_language = q.template_language"
                 "  AND h.batch_id IN ('*', coalesce(q.batch_id, ''))"
+                "  AND h.released_at IS NULL"
                 " WHERE q.id = ?",
                 (message_id, message_id),
             ).fetchone()
@@ -574,26 +585,51 @@ class QueueDB:
     ) -> bool:
         """Hold messages with a template (in ``batch``, '' or ALL_BATCHES).
 
-        Returns False if that hold already existed.
+        A released hold is put in force again. Returns False if that hold
+        was already in force.
         """
         with self.write() as conn:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO whatsapp_holds (template_name,"
-                " template_language, batch_id, code, reason, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO whatsapp_holds (template_name, template_language,"
+                " batch_id, code, reason, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (template_name, template_language, batch_id)"
+                " DO UPDATE SET code = excluded.code, reason = excluded.reason,"
+                " created_at = excluded.created_at, released_at = NULL"
+                " WHERE whatsapp_holds.released_at IS NOT NULL",
                 (name, language, batch, code, reason, fmt(now)),
             )
         return cursor.rowcount > 0
 
     def template_failures(
-        self, batch_id: str | None, name: str, language: str, code: int
+        self,
+        batch_id: str | None,
+        name: str,
+        language: str,
+        code: int,
+        now: datetime,
     ) -> int:
-        """Count failed messages of one batch with this template and code."""
+        """Count recent failures of one batch with this template and code.
+
+        Only failures of the last TEMPLATE_FAILURE_WINDOW count, and none
+        from before the template was last released in that batch.
+        """
         row = self.conn.execute(
             "SELECT COUNT(*) FROM whatsapp_queue WHERE status = 'failed'"
             " AND batch_id IS ? AND message_type = 'template'"
-            " AND template_name = ? AND template_language = ? AND error_code = ?",
-            (batch_id, name, language, code),
+            " AND template_name = ? AND template_language = ? AND error_code = ?"
+            " AND updated_at >= max(?, coalesce((SELECT max(released_at)"
+            "  FROM whatsapp_holds WHERE template_name = ? AND template_language = ?"
+            "  AND batch_id IN ('*', ?)), ''))",
+            (
+                batch_id,
+                name,
+                language,
+                code,
+                fmt(now - TEMPLATE_FAILURE_WINDOW),
+                name,
+                language,
+                batch_id or "",
+            ),
         ).fetchone()
         return int(row[0])
 
@@ -605,20 +641,29 @@ class QueueDB:
             "  AND q.template_name = h.template_name"
             "  AND q.template_language = h.template_language"
             "  AND h.batch_id IN ('*', coalesce(q.batch_id, ''))) AS waiting"
-            " FROM whatsapp_holds h ORDER BY h.created_at, h.template_name"
+            " FROM whatsapp_holds h WHERE h.released_at IS NULL"
+            " ORDER BY h.created_at, h.template_name"
         )
         return [dict(row) for row in rows]
 
     def release_holds(
-        self, name: str, language: str | None = None, batch: str | None = None
+        self,
+        name: str,
+        now: datetime,
+        language: str | None = None,
+        batch: str | None = None,
     ) -> int:
-        """Lift the holds of a template (one language, one batch, or all)."""
+        """Lift the holds of a template (one language, one batch, or all).
+
+        The hold is kept as released: failures from before the release no
+        longer count towards holding the template again.
+        """
         with self.write() as conn:
             return conn.execute(
-                "DELETE FROM whatsapp_holds WHERE template_name = ?"
+                "UPDATE whatsapp_holds SET released_at = ? WHERE template_name = ?"
                 " AND template_language = coalesce(?, template_language)"
-                " AND batch_id = coalesce(?, batch_id)",
-                (name, language, batch),
+                " AND batch_id = coalesce(?, batch_id) AND released_at IS NULL",
+                (fmt(now), name, language, batch),
             ).rowcount
 
     # -- reading --------------------------------------------------------
@@ -703,7 +748,8 @@ class QueueDB:
                 "DELETE FROM whatsapp_statuses WHERE received_at < ?", (cutoff,)
             )
             conn.execute(
-                "DELETE FROM whatsapp_holds WHERE created_at < ? AND NOT EXISTS"
+                "DELETE FROM whatsapp_holds WHERE coalesce(released_at, created_at) < ?"
+                " AND NOT EXISTS"
                 " (SELECT 1 FROM whatsapp_queue q WHERE q.status = 'pending'"
                 "  AND q.message_type = 'template'"
                 "  AND q.template_name = whatsapp_holds.template_name"

@@ -352,11 +352,17 @@ async def _count_template_failure(
     name, language = str(message.template_name), str(message.template_language)
     code = int(exc.code or 0)
     failures = await context.queue.call(
-        QueueDB.template_failures, message.batch_id, name, language, code
+        QueueDB.template_failures,
+        message.batch_id,
+        name,
+        language,
+        code,
+        context.now(),
     )
     if failures < context.template_failure_limit:
         return
-    reason = f"{failures} échecs identiques dans le lot : {explain(exc)}"
+    where = "le lot" if message.batch_id else "les messages sans lot"
+    reason = f"{failures} échecs identiques dans {where} : {explain(exc)}"
     added = await context.queue.call(
         QueueDB.hold_template,
         name,

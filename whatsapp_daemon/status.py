@@ -215,8 +215,9 @@ def _warnings(report: dict[str, Any], settings: Settings) -> list[str]:
         where = _hold_scope(hold)
         found.append(
             f"{hold['waiting']} messages held: template {hold['template_name']!r}"
-            f" ({hold['template_language']}) {where}, {hold['reason']}; fix it,"
-            f" then whatsapp-daemon template release {hold['template_name']}"
+            f" ({hold['template_language']}) {where},"
+            f" {hold['reason'].rstrip('.')}; fix it, then"
+            f" whatsapp-daemon template release {hold['template_name']}"
             " (or cancel the batch)"
         )
     oldest = report["oldest_due"]
@@ -289,7 +290,12 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         " SUM(q.status = 'delivered') AS delivered, SUM(q.status = 'read') AS read,"
         " SUM(q.status = 'unknown') AS unknown,"
         " SUM(q.status = 'cancelled') AS cancelled,"
-        f" MIN(CASE WHEN q.status = 'pending' THEN {SCHEDULED} END) AS next_due"
+        f" MIN(CASE WHEN q.status = 'pending' THEN {SCHEDULED} END) AS next_due,"
+        " SUM(q.status = 'pending' AND q.message_type = 'template' AND EXISTS"
+        "  (SELECT 1 FROM whatsapp_holds h WHERE h.released_at IS NULL"
+        "   AND h.template_name = q.template_name"
+        "   AND h.template_language = q.template_language"
+        "   AND h.batch_id IN ('*', coalesce(q.batch_id, '')))) AS held"
         " FROM whatsapp_queue q LEFT JOIN whatsapp_batches b"
         " ON b.batch_id = q.batch_id GROUP BY q.batch_id ORDER BY MIN(q.id)"
     )
@@ -302,7 +308,7 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         batch["batch"] = batch["batch"] or None
         left = batch["pending"] + batch["processing"]
         batch["done"] = batch["total"] - left
-        batch["finish_estimate"] = _finish(left, batch, now, rate)
+        batch["finish_estimate"] = _finish(left - batch["held"], batch, now, rate)
         batches.append(batch)
     return batches
 
@@ -538,6 +544,8 @@ def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
             eta = f" ({b['state']})"
         else:
             eta = ""
+        if b["held"]:
+            eta += f"; {b['held']} held with their template (see below)"
         lines.append(f"  {'':<24}[{bar}] {done:4.0%}{eta}")
     return lines
 
