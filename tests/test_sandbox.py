@@ -225,6 +225,25 @@ async def test_right_token_is_accepted(serve: Serve) -> None:
     assert response.status_code == 200
 
 
+async def test_token_expires_after_n_sends_and_a_renewed_one_is_accepted(
+    serve: Serve,
+) -> None:
+    """The configured token expires after two sends (190/463); from then on
+    another token stands for the renewed one, while before it was refused."""
+    client = await serve(SandboxConfig(access_token=TOKEN, token_expires_after=2))
+    renewed = {"Authorization": "Bearer a-renewed-token-0000"}
+
+    early = await client.post(SEND, json=text_message(), headers=renewed)
+    sent = [await client.post(SEND, json=text_message()) for _ in range(3)]
+    late = await client.post(SEND, json=text_message(), headers=renewed)
+
+    assert early.status_code == 401  # not the configured token, not expired yet
+    assert [r.status_code for r in sent] == [200, 200, 401]
+    error = sent[2].json()["error"]
+    assert (error["code"], error["error_subcode"]) == (190, 463)
+    assert late.status_code == 200
+
+
 async def test_throughput_overflow_gets_documented_130429(serve: Serve) -> None:
     """Past the per-second limit the answer is Meta's documented 130429 body."""
     client = await serve(SandboxConfig(throughput_per_second=2))

@@ -323,7 +323,8 @@ class SandboxConfig:
     app_secret: str | None = field(default=None, repr=False)  # never shown
     status_delay: float = 0.0  # seconds before each status notification
     # After this many accepted sends, the token in use expires: error 190
-    # (subcode 463) for it from then on; any other token is accepted.
+    # (subcode 463) for it from then on; any other token is then accepted,
+    # as a renewed one would be, even if ``access_token`` names another.
     token_expires_after: int | None = None
 
 
@@ -605,8 +606,12 @@ class _Sandbox:
                 title="Error validating access token: Session has expired",
             )
         expected = self.config.access_token
-        if expected is not None and not secrets.compare_digest(
-            token.strip().encode(), expected.encode()
+        # Once the expected token has expired, any new one stands for the
+        # token the user generated to replace it.
+        if (
+            expected is not None
+            and not self._expired
+            and not secrets.compare_digest(token.strip().encode(), expected.encode())
         ):
             return _refused_token(trace)
         return None
@@ -996,7 +1001,8 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--token-expires-after",
         type=_whole(1, 10**9, "36"),
-        help="the token in use expires after this many accepted sends (error 190)",
+        help="the token in use expires after this many accepted sends (error 190);"
+        " any other token is then accepted, as a renewed one",
     )
     add("--port-file", type=Path, help="write the bound port here once listening")
     add(
