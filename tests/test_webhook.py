@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import hashlib
 import hmac
 import json
+import logging
 import os
 import plistlib
 import re
+import resource
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,11 +34,13 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from conftest import ROOT, TOKEN, StartSandbox, daemon_env, until
 from test_sending import enqueue_texts, log_lines, log_to, rows, running_daemon
 
-from whatsapp_daemon import deliveries, launchd, status, webhook
+from whatsapp_daemon import cli, deliveries, launchd, status, webhook
 from whatsapp_daemon.cli import Exit
+from whatsapp_daemon.errors import ConfigError
 from whatsapp_daemon.queue import QueueDB
 from whatsapp_daemon.settings import Settings
 
@@ -90,6 +96,7 @@ class Hook:
     """The webhook served in the test's loop, and a client for it."""
 
     def __init__(self, port: int, path: str) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{port}{path}"
 
     async def get(self, **params: str) -> httpx.Response:
@@ -540,7 +547,7 @@ async def test_one_bad_item_does_not_stop_the_others(
     note = statuses(
         a_status("wamid.GOOD1", "delivered", T0, first),
         a_status("", "delivered", T0),
-        a_status("wamid.GOOD1", "deleted", T0),
+        a_status("wamid.GOOD1", "vanished", T0),
         a_status("wamid.GOOD2", "read", T0),
         a_status("wamid.GOOD2", "delivered", "yesterday"),  # type: ignore[arg-type]
     )
@@ -822,15 +829,13 @@ async def test_recording_does_not_block_the_event_loop(
         )
         assert handshake.status_code == 200
         assert time.monotonic() - started < 1.0
-        answer = await posting  # acknowledged after ACK_WAIT, recorded later
-        assert answer.status_code == 200
+        assert not posting.done()  # no 200 before it is stored
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    await until(
-        lambda: rows(settings.database_path)[row_id]["status"] == "read",
-        what="the recording to finish",
-    )
+    answer = await posting  # answered once recorded
+    assert answer.status_code == 200
+    assert rows(settings.database_path)[row_id]["status"] == "read"
 
 
 def test_webhook_command_on_a_port_in_use_exits_75(
@@ -849,3 +854,588 @@ def test_webhook_command_on_a_port_in_use_exits_75(
     assert done.returncode == Exit.RUNNING
     [line] = done.stderr.splitlines()
     assert f"cannot listen on 127.0.0.1:{port}" in line
+
+
+# -- a 200 means stored; bounded waits -------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Hook, web.AppRunner]]:
+    """The webhook with the module's limits as the test set them."""
+    runner, port = await webhook.start(settings, "127.0.0.1", 0)
+    try:
+        yield Hook(port, settings.webhook_path), runner
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another writer holding the database's write lock."""
+    blocker = sqlite3.connect(path, timeout=60, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield blocker
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+async def test_notification_not_stored_in_time_is_answered_503_then_resent(
+    settings: Settings,
+    queue: QueueDB,
+    log_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While another writer holds the database, no 200: a 503 once RECORD_WAIT
+    is over (Meta sends it again). The webhook's connection gives up on the
+    lock after its own BUSY_TIMEOUT, far below the daemon's 60 s; Meta's
+    resend is then stored and acknowledged."""
+    monkeypatch.setattr(webhook, "RECORD_WAIT", 0.5)
+    monkeypatch.setattr(webhook, "BUSY_TIMEOUT", 1.5)
+    row_id = sent_row(queue, A, "wamid.LOCKED")
+    note = statuses(a_status("wamid.LOCKED", "read", T0, row_id))
+    async with serving(settings) as (hook, runner):
+        endpoint = runner.app[webhook._ENDPOINT]
+        busy = await endpoint.queue.call(
+            lambda db: db.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        )
+        assert busy == 1500
+        with locked(settings.database_path):
+            started = time.monotonic()
+            answer = await hook.notify(note)
+            assert answer.status_code == 503
+            assert answer.headers["Retry-After"]
+            assert time.monotonic() - started < 1.5
+            assert rows(settings.database_path)[row_id]["status"] == "sent"
+
+            def gave_up() -> bool:
+                return any(
+                    level == "WARNING"
+                    and text.startswith("Notification du webhook non enregistrée ;")
+                    and "database is locked" in text
+                    for level, text in levels(log_file)
+                )
+
+            await until(gave_up, timeout=5, what="the recording to give up")
+        assert rows(settings.database_path)[row_id]["status"] == "sent"
+        assert (await hook.notify(note)).status_code == 200  # Meta's resend
+        assert rows(settings.database_path)[row_id]["status"] == "read"
+    said = [(level, text.split(" {")[0]) for level, text in levels(log_file)]
+    assert (
+        "WARNING",
+        "Notification du webhook non enregistrée à temps (base occupée) ;"
+        " réponse 503, Meta la renverra",
+    ) in said
+    assert not any("acquittée" in text for _, text in said)
+
+
+async def test_recording_finished_after_its_503_makes_the_resend_harmless(
+    settings: Settings,
+    queue: QueueDB,
+    log_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lock is freed just after the 503: the recording completes late, and
+    Meta's resend is recognised (a duplicate), answered 200."""
+    monkeypatch.setattr(webhook, "RECORD_WAIT", 0.3)
+    row_id = sent_row(queue, A, "wamid.LATE")
+    note = statuses(a_status("wamid.LATE", "delivered", T0 + 5, row_id))
+    async with serving(settings) as (hook, _):
+        with locked(settings.database_path):
+            assert (await hook.notify(note)).status_code == 503
+        await until(
+            lambda: rows(settings.database_path)[row_id]["status"] == "delivered",
+            what="the late recording",
+        )
+        once = snapshot(settings.database_path)
+        assert (await hook.notify(note)).status_code == 200
+        assert snapshot(settings.database_path) == once
+    assert any(
+        level == "INFO" and text.startswith("Notification du webhook enregistrée après")
+        for level, text in levels(log_file)
+    )
+
+
+def test_handle_stops_between_items_when_asked(
+    settings: Settings, queue: QueueDB
+) -> None:
+    """A set stop event: no item is recorded, and the summary says it stopped
+    (the webhook then answers 503, so nothing acknowledged is lost)."""
+    row_id = sent_row(queue, A, "wamid.STOP")
+    note = statuses(
+        a_status("wamid.STOP", "delivered", T0, row_id),
+        a_status("wamid.STOP", "read", T0 + 9, row_id),
+    )
+    stop = threading.Event()
+    stop.set()
+    before = snapshot(settings.database_path)
+    summary = deliveries.handle(queue, note, datetime.now(UTC), stop)
+    assert summary.stopped and summary.applied == 0
+    assert snapshot(settings.database_path) == before
+    summary = deliveries.handle(queue, note, datetime.now(UTC), threading.Event())
+    assert (summary.stopped, summary.applied) == (False, 2)
+
+
+async def test_sigterm_while_the_database_is_locked_stops_within_seconds(
+    settings: Settings, queue: QueueDB, tmp_path: Path
+) -> None:
+    """A notification waits for a locked database when SIGTERM comes: it is
+    answered 503 (not 200), and the process exits 0 within seconds, far
+    below launchd's ExitTimeOut. Malformed HTTP requests leave no traceback
+    on stderr (the agent's stderr log is not rotated)."""
+    row_id = sent_row(queue, A, "wamid.TERM")
+    agent = plistlib.loads(launchd.render(ROOT, Path(sys.executable), WEBHOOK_PLIST))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "whatsapp_daemon", "webhook", "--port", "0"],
+        env=secret_env(settings), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        hook = await started_hook(process, settings)
+        for raw in (
+            b"GARBAGE\r\n\r\n",
+            b"POST /hooks/meta HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+            b"GET /hooks/meta HTTP/1.1\r\nHost: \x00\x01\r\n\r\n",
+        ):
+            assert b" 400 " in (await raw_exchange(hook.port, raw)).split(b"\r\n")[0]
+        with locked(settings.database_path):
+            note = statuses(a_status("wamid.TERM", "read", T0, row_id))
+            posting = asyncio.ensure_future(hook.notify(note))
+            await asyncio.sleep(1.0)
+            assert not posting.done()
+            process.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            answer = await posting
+            assert answer.status_code == 503
+            _, err = await asyncio.to_thread(process.communicate, timeout=30)
+            took = time.monotonic() - stopped_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == Exit.OK, err
+    assert took < webhook.CLOSE_WAIT + webhook.SHUTDOWN_GRACE < agent["ExitTimeOut"]
+    assert err == "", err
+    assert rows(settings.database_path)[row_id]["status"] == "sent"
+    said = levels(settings.log_path)
+    bad_http = [t for level, t in said if t.startswith("Requête HTTP invalide")]
+    assert len(bad_http) == 3
+    assert all(level == "DEBUG" for level, t in said if t in bad_http)
+    assert "Arrêt du webhook WhatsApp" in [t for _, t in said]
+
+
+WEBHOOK_PLIST = ROOT / launchd.WEBHOOK_TEMPLATE
+
+
+async def started_hook(process: subprocess.Popen[str], settings: Settings) -> Hook:
+    """Wait for a webhook subprocess's start line; a client for its port."""
+
+    def started() -> str | None:
+        assert process.poll() is None, process.communicate()
+        for _, text in levels(settings.log_path):
+            if text.startswith("Démarrage du webhook WhatsApp"):
+                return text
+        return None
+
+    line = await until(started, timeout=30, what="the webhook to start")
+    return Hook(json.loads(line[line.index("{") :])["port"], settings.webhook_path)
+
+
+async def raw_exchange(port: int, raw: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes on a new connection; what comes back until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+# -- what unauthenticated clients can hold ------------------------------------------
+
+
+async def test_a_body_sent_too_slowly_is_answered_408(
+    settings: Settings, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 bytes of an announced 1,000, then nothing: 408 after BODY_WAIT, and
+    the connection is closed."""
+    monkeypatch.setattr(webhook, "BODY_WAIT", 0.5)
+    async with serving(settings) as (hook, _):
+        started = time.monotonic()
+        answer = await raw_exchange(
+            hook.port,
+            b"POST /hooks/meta HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            b'X-Hub-Signature-256: sha256=00\r\n\r\n{"e',
+        )
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 3
+    assert any(
+        level == "WARNING" and text.startswith("Notification du webhook reçue trop")
+        for level, text in levels(log_file)
+    )
+
+
+async def test_bodies_read_at_once_are_capped_and_the_rest_answered_503(
+    settings: Settings,
+    queue: QueueDB,
+    log_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MAX_READING slow bodies under way: one more is answered 503 at once,
+    without being read, so memory stays bounded. Once they time out, a
+    notification is stored again."""
+    monkeypatch.setattr(webhook, "MAX_READING", 2)
+    monkeypatch.setattr(webhook, "BODY_WAIT", 1.5)
+    row_id = sent_row(queue, A, "wamid.CAP")
+    head = (
+        b"POST /hooks/meta HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n"
+        b"X-Hub-Signature-256: sha256=00\r\n\r\n"
+    )
+    async with serving(settings) as (hook, _):
+        slow = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", hook.port)
+            writer.write(head + b"x" * 100_000)
+            slow.append((reader, writer))
+        await asyncio.sleep(0.3)
+        note = statuses(a_status("wamid.CAP", "read", T0, row_id))
+        started = time.monotonic()
+        assert (await hook.notify(note)).status_code == 503
+        assert time.monotonic() - started < 1.0
+        for reader, writer in slow:
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(
+                b"HTTP/1.1 408"
+            )
+            writer.close()
+        assert (await hook.notify(note)).status_code == 200
+        assert rows(settings.database_path)[row_id]["status"] == "read"
+    assert any(
+        level == "WARNING" and text.startswith("Trop de notifications reçues")
+        for level, text in levels(log_file)
+    )
+
+
+async def test_running_out_of_file_descriptors_logs_one_line_not_tracebacks(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With few file descriptors and many idle connections, accept() fails
+    with EMFILE every second: stderr stays empty and the log has one WARNING
+    (a minute); once they close, the webhook answers again."""
+    limit = 40
+
+    def few_files() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+        )
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "whatsapp_daemon", "webhook", "--port", "0"],
+        env=secret_env(settings), cwd=tmp_path, preexec_fn=few_files,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    idle: list[socket.socket] = []
+    try:
+        hook = await started_hook(process, settings)
+        for _ in range(limit + 10):
+            idle.append(socket.create_connection(("127.0.0.1", hook.port)))
+        await asyncio.sleep(3.5)  # asyncio retries accept() each second
+        for sock in idle:
+            sock.close()
+        answer = await until(
+            lambda: hook_answers(hook), timeout=15, what="the webhook to answer"
+        )
+        assert answer == "5"
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == Exit.OK, err
+    assert err == "", err[:2000]
+    said = [(lvl, t) for lvl, t in levels(settings.log_path) if "Trop de conn" in t]
+    assert len(said) == 1 and said[0][0] == "WARNING", said
+
+
+async def hook_answers(hook: Hook) -> str | None:
+    """The handshake's answer, or None while the webhook cannot answer."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            response = await client.get(
+                hook.url,
+                params={
+                    "hub.mode": "subscribe",
+                    "hub.verify_token": VERIFY,
+                    "hub.challenge": "5",
+                },
+            )
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+def test_accept_errors_reach_stderr_at_most_once_a_minute(
+    settings: Settings, log_file: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """asyncio's accept() error, reported 100 times: one WARNING in the log,
+    nothing on stderr; other asyncio errors still pass."""
+
+    async def flood() -> None:
+        runner, _ = await webhook.start(settings, "127.0.0.1", 0)
+        try:
+            loop = asyncio.get_running_loop()
+            for _ in range(100):
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(errno.EMFILE, "Too many open files"),
+                    }
+                )
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(flood())
+    assert "socket.accept" not in capfd.readouterr().err
+    said = [t for level, t in levels(log_file) if level == "WARNING"]
+    assert sum(t.startswith("Trop de connexions ouvertes") for t in said) <= 1
+    assert webhook._ACCEPT_ERRORS.filter(
+        logging.LogRecord("asyncio", logging.ERROR, "", 0, "another error", (), None)
+    )
+
+
+def test_webhook_plist_raises_the_open_files_limit() -> None:
+    """The agent may hold 4096 files (connections), not macOS's 256."""
+    agent = plistlib.loads(launchd.render(ROOT, Path(sys.executable), WEBHOOK_PLIST))
+    for key in ("SoftResourceLimits", "HardResourceLimits"):
+        assert agent[key] == {"NumberOfFiles": 4096}
+    broken = {**agent, "SoftResourceLimits": {"NumberOfFiles": "many"}}
+    with pytest.raises(ConfigError, match="SoftResourceLimits"):
+        launchd.validate(broken)
+    text = WEBHOOK_PLIST.read_text(encoding="utf-8")
+    assert "stops within 5 s" not in text
+
+
+# -- malformed parts of a notification ----------------------------------------------
+
+
+async def test_malformed_entries_and_changes_are_skipped_and_the_rest_kept(
+    hook: Hook, settings: Settings, queue: QueueDB, log_file: Path
+) -> None:
+    """An entry without changes, a change with a null value, statuses and
+    messages given as objects: each is an ERROR line, and the valid statuses
+    of the same notification are applied. errors as one object keeps its
+    code, at the value and in a failed status."""
+    first = sent_row(queue, A, "wamid.KEPT1")
+    second = sent_row(queue, B, "wamid.KEPT2")
+    failed = sent_row(queue, C, "wamid.KEPT3")
+    note = statuses(a_status("wamid.KEPT1", "read", T0, first))
+    good = note["entry"][0]
+    note["entry"] = [
+        {"id": "2", "changes": None},
+        good,
+        {"id": "3", "changes": [{"field": "messages", "value": None}, "nonsense"]},
+        {
+            "id": "4",
+            "changes": [
+                {"value": {"statuses": {"id": "wamid.KEPT2", "status": "read"}}},
+                {"value": {"messages": {"from": "16505551234"}}},
+                {"value": {"errors": {"code": 131026, "title": "Undeliverable"}}},
+                {
+                    "value": {
+                        "statuses": [
+                            a_status("wamid.KEPT2", "delivered", T0, second),
+                            a_status(
+                                "wamid.KEPT3",
+                                "failed",
+                                T0,
+                                failed,
+                                errors={"code": 131026, "title": "Undeliverable"},
+                            ),
+                        ]
+                    }
+                },
+            ],
+        },
+    ]
+    assert (await hook.notify(note)).status_code == 200
+    found = rows(settings.database_path)
+    assert found[first]["status"] == "read"
+    assert found[second]["status"] == "delivered"
+    assert (found[failed]["status"], found[failed]["error_code"]) == ("failed", 131026)
+    errors = [t for level, t in levels(log_file) if level == "ERROR"]
+    partial = [t for t in errors if t.startswith("Notification du webhook ignorée")]
+    assert len(partial) == 5, errors
+    for reason in (
+        "entry '2' has no changes list",
+        "a change of entry '3' has no value object",
+        "statuses is a dict, not a list",
+        "messages is a dict, not a list",
+    ):
+        assert any(reason in t for t in partial), (reason, partial)
+    [meta] = [t for t in errors if t.startswith("Erreur signalée par Meta")]
+    assert json.loads(meta[meta.index("{") :])["code"] == 131026
+
+
+async def test_other_status_names_are_logged_without_an_error(
+    hook: Hook, settings: Settings, queue: QueueDB, log_file: Path
+) -> None:
+    """deleted and warning: INFO lines, no ERROR, and the row does not move."""
+    row_id = sent_row(queue, A, "wamid.OTHER1")
+    note = statuses(
+        a_status("wamid.OTHER1", "deleted", T0, row_id),
+        a_status("wamid.OTHER1", "warning", T0, row_id),
+    )
+    before = snapshot(settings.database_path)
+    assert (await hook.notify(note)).status_code == 200
+    assert snapshot(settings.database_path) == before
+    said = levels(log_file)
+    assert not [t for level, t in said if level == "ERROR"]
+    infos = [t for level, t in said if level == "INFO" and "sans effet" in t]
+    assert len(infos) == 2
+
+
+# -- times ----------------------------------------------------------------------
+
+
+async def test_sent_at_is_the_earliest_report_never_after_delivered_at(
+    hook: Hook, settings: Settings, queue: QueueDB
+) -> None:
+    """A row of unknown outcome learns its fate from a late read first: then
+    an earlier delivered and sent each bring sent_at back."""
+    [row_id] = enqueue_texts(settings.database_path, A)
+    claim(queue, row_id)
+    queue.mark_unknown(row_id, "timeout", datetime.now(UTC))
+    for name, at in (("read", T0 + 60), ("delivered", T0 + 5)):
+        await hook.notify(statuses(a_status("wamid.EARLIEST", name, at, row_id)))
+        row = rows(settings.database_path)[row_id]
+        assert row["sent_at"] <= row["delivered_at"] <= row["read_at"]
+    assert row["sent_at"] == utc(T0 + 5)
+    await hook.notify(statuses(a_status("wamid.EARLIEST", "sent", T0, row_id)))
+    row = rows(settings.database_path)[row_id]
+    assert (row["sent_at"], row["delivered_at"], row["read_at"]) == (
+        utc(T0),
+        utc(T0 + 5),
+        utc(T0 + 60),
+    )
+
+
+async def test_non_ascii_digits_are_refused_and_future_times_clamped(
+    hook: Hook, settings: Settings, queue: QueueDB, log_file: Path
+) -> None:
+    """A sender or a row id in Arabic-Indic or full-width digits is not
+    ASCII: refused, or not taken as a row id. An inbound time ten years
+    ahead is stored as now, so the window closes 24 hours later."""
+    note = example("webhooks-inbound/text-message.json")
+    value = note["entry"][0]["changes"][0]["value"]
+    message = value["messages"][0]
+    now = int(time.time())
+    arabic = other_digits("2250701020304", 0x0660)  # Arabic-Indic
+    wide = other_digits("2250701020305", 0xFF10)  # full-width
+    value["messages"] = [
+        {**message, "from": arabic, "timestamp": str(now)},
+        {**message, "from": wide, "timestamp": str(now)},
+        {
+            **message,
+            "from": "2250701020306",
+            "timestamp": other_digits(str(now), 0x0660),
+        },
+        {**message, "from": "2250701020307", "timestamp": str(now + 10 * 365 * 86400)},
+    ]
+    assert (await hook.notify(note)).status_code == 200
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as conn:
+        contacts = dict(
+            conn.execute("SELECT wa_id, last_inbound_at FROM whatsapp_contacts")
+        )
+        assert list(contacts) == ["2250701020307"]
+        stored = datetime.strptime(contacts["2250701020307"], deliveries.TIME_FORMAT)
+        assert abs(stored.replace(tzinfo=UTC).timestamp() - now) < 60
+        later = datetime.now(UTC) + timedelta(hours=25)
+        assert not deliveries.window_open(conn, "+2250701020307", later)
+        assert not deliveries.window_open(conn, arabic, datetime.now(UTC))
+    said = levels(log_file)
+    assert len([t for level, t in said if level == "ERROR"]) == 3
+    assert any(
+        level == "DEBUG" and t.startswith("Heure d'un message reçu dans le futur")
+        for level, t in said
+    )
+    # A row id in other digits is not a row id: the status is only kept.
+    [row_id] = enqueue_texts(settings.database_path, A)
+    claim(queue, row_id)
+    queue.mark_unknown(row_id, "timeout", datetime.now(UTC))
+    item = a_status("wamid.DIGITS", "delivered", T0)
+    item["biz_opaque_callback_data"] = other_digits(str(row_id), 0x0660)
+    await hook.notify(statuses(item))
+    assert rows(settings.database_path)[row_id]["status"] == "unknown"
+    [kept] = stored_statuses(settings.database_path)
+    assert (kept["message_id"], kept["applied_at"]) == (None, None)
+
+
+def other_digits(ascii_digits: str, zero: int) -> str:
+    """The same number in another script's digits (``zero``: its digit 0)."""
+    return "".join(chr(zero + int(digit)) for digit in ascii_digits)
+
+
+# -- the status's failures --------------------------------------------------------
+
+
+async def test_status_tells_a_failure_after_acceptance_from_a_refusal(
+    hook: Hook, settings: Settings, queue: QueueDB
+) -> None:
+    """A webhook failed without a code (the row has a wamid) is not 'refused
+    before sending' (a row with no wamid)."""
+    accepted = sent_row(queue, A, "wamid.NOCODE")
+    await hook.notify(statuses(a_status("wamid.NOCODE", "failed", T0, accepted)))
+    [refused] = enqueue_texts(settings.database_path, B)
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as conn:
+        conn.execute(
+            "UPDATE whatsapp_queue SET status = 'failed', error_code = NULL"
+            " WHERE id = ?",
+            (refused,),
+        )
+        conn.commit()
+    report = status.gather(settings, datetime.now(UTC))
+    meanings = sorted(f["meaning"] for f in report["failures"] if f["code"] is None)
+    assert len(meanings) == 2, report["failures"]
+    assert any("après acceptation" in m for m in meanings), meanings
+    assert any("refusé avant l'envoi" in m for m in meanings), meanings
+    assert all(f["count"] == 1 for f in report["failures"])
+
+
+# -- secrets too short to mask ------------------------------------------------------
+
+
+def test_webhook_refuses_secrets_shorter_than_8_characters(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A verify token 'queue' would mask every log line's channel: refused,
+    one line naming the key and the fix, exit 78."""
+    for key in ("WHATSAPP_WEBHOOK_VERIFY_TOKEN", "WHATSAPP_APP_SECRET"):
+        env = {**secret_env(settings), key: "queue"}
+        done = subprocess.run(
+            [sys.executable, "-m", "whatsapp_daemon", "webhook", "--port", "0"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == Exit.CONFIG
+        [line] = done.stderr.splitlines()
+        assert key in line and "at least 8 characters" in line, line
+
+
+def test_secrets_shorter_than_8_characters_are_not_masked(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A short secret is not masked in the log or a command's output (it
+    would hide common words); a long one still is."""
+    path = tmp_path / "short.log"
+    with log_to(path, secret=["queue", SECRET]):
+        from whatsapp_daemon import logs
+
+        logs.logger.warning("file %s", SECRET)
+    [line] = log_lines(path)
+    assert "whatsapp_queue.WARNING" in line and SECRET not in line
+    monkeypatch.setattr(cli, "_SECRETS", [])
+    cli._register_secret(make_settings(webhook_verify_token="queue", app_secret=SECRET))
+    assert cli._redact(f"whatsapp_queue {SECRET}") == "whatsapp_queue [jeton masqué]"

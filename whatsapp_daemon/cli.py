@@ -38,7 +38,7 @@ from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
 from .models import Status
 from .queue import ALL_BATCHES, QueueDB
-from .settings import ENV_FILE, Settings, load_settings
+from .settings import ENV_FILE, MIN_SECRET_LENGTH, Settings, load_settings
 
 LOCK_RETRY = 5.0  # seconds between two tries for a busy lock (--wait-for-lock)
 ENV_FILE_PATH = Path(ENV_FILE)
@@ -583,7 +583,8 @@ def _register_secret(settings: Settings) -> None:
         settings.webhook_verify_token,
     ):
         value = secret.get_secret_value().strip() if secret is not None else ""
-        if value and value not in _SECRETS:
+        # A shorter one would mask common words (the webhook refuses it).
+        if len(value) >= MIN_SECRET_LENGTH and value not in _SECRETS:
             _SECRETS.append(value)
     _SECRETS.sort(key=len, reverse=True)  # one may contain another
 

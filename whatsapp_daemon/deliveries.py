@@ -11,9 +11,14 @@ A status can arrive before the daemon has stored the send's response (the
 row is still ``processing`` and has no ``wamid``): it stays stored, and
 :func:`apply_stored` applies it in the transaction that records the wamid.
 
+Meta's other status names (``deleted``, ``warning``) are logged at INFO
+and move no row. A malformed ``entry`` or ``change`` is logged and skipped;
+the rest of the notification is recorded.
+
 Inbound messages only record, per sender, when they last wrote
-(``whatsapp_contacts``): that opens WhatsApp's 24-hour service window
-(:func:`window_open`). Their contents and profile names are not stored.
+(``whatsapp_contacts``, never later than the time it is received): that
+opens WhatsApp's 24-hour service window (:func:`window_open`). Their
+contents and profile names are not stored.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,7 +56,10 @@ STATUSES: dict[str, str] = {
     "played": "read",  # a voice message listened to
     "failed": "failed",
 }
-_ROW_ID = re.compile(r"\d{1,18}")
+# Statuses Meta also sends that say nothing of delivery: logged, not applied.
+OTHER_STATUSES = frozenset({"deleted", "warning"})
+_ROW_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only, not any Unicode \d
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class BadItem(ValueError):
@@ -65,9 +74,11 @@ class Summary:
     kept: int = 0  # statuses stored, waiting for their message's wamid
     duplicates: int = 0  # statuses already stored before
     ignored: int = 0  # stored, but behind the row's status
+    other: int = 0  # deleted, warning: logged, not applied
     inbound: int = 0  # customers' messages recorded
     errors: int = 0  # value.errors[] entries logged
     bad: list[str] = field(default_factory=list)  # why items were skipped
+    stopped: bool = False  # the caller asked to stop before the last item
 
 
 def _fmt(moment: datetime) -> str:
@@ -77,7 +88,7 @@ def _fmt(moment: datetime) -> str:
 def _unix(value: Any) -> str:
     """Meta's ``timestamp`` (unix seconds, as a string) as the queue's UTC text."""
     text = str(value).strip() if isinstance(value, str | int) else ""
-    if not text.isdigit():
+    if not _DIGITS.fullmatch(text):
         raise BadItem(f"timestamp {value!r} is not unix seconds")
     try:
         return _fmt(datetime.fromtimestamp(int(text), UTC))
@@ -88,45 +99,90 @@ def _unix(value: Any) -> str:
 # -- the notification ----------------------------------------------------------
 
 
-def handle(db: QueueDB, payload: Any, now: datetime) -> Summary:
+def handle(
+    db: QueueDB, payload: Any, now: datetime, stop: threading.Event | None = None
+) -> Summary:
     """Record one webhook notification (parsed JSON); on the database thread.
 
     Each status and each inbound message is its own transaction: one bad
-    item is logged and skipped, the others are recorded. Raises BadItem
-    when the notification itself is not shaped like Meta's.
+    item is logged and skipped, the others are recorded; so is a malformed
+    entry or change. Raises BadItem when nothing in the notification is
+    shaped like Meta's. Once ``stop`` is set, the items not yet recorded are
+    left (the caller did not acknowledge the notification; Meta sends it
+    again, and what was recorded is recognised then).
     """
     summary = Summary()
-    for value in _values(payload):
-        for error in _list(value, "errors"):
+    for value in _values(payload, summary):
+        for error in _items(summary, value, "errors", single=True):
             summary.errors += 1
             _log_value_error(error)
-        for item in _list(value, "statuses"):
-            _one(summary, lambda item=item: _status(db, item, now, summary))
-        for item in _list(value, "messages"):
-            _one(summary, lambda item=item: _inbound(db, item, now, summary))
+        for key, record in (("statuses", _status), ("messages", _inbound)):
+            for item in _items(summary, value, key):
+                if stop is not None and stop.is_set():
+                    summary.stopped = True
+                    return summary
+                _one(
+                    summary,
+                    lambda item=item, record=record: record(db, item, now, summary),
+                )
     return summary
 
 
-def _values(payload: Any) -> list[dict[str, Any]]:
-    """The ``entry[].changes[].value`` objects of a notification."""
+def _values(payload: Any, summary: Summary) -> list[dict[str, Any]]:
+    """The ``entry[].changes[].value`` objects of a notification.
+
+    A malformed entry or change is logged and skipped; BadItem if the
+    notification has no entry list, or nothing but malformed ones.
+    """
     if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
         raise BadItem("not a notification: no entry list")
-    values = []
+    values: list[dict[str, Any]] = []
+    bad: list[str] = []
     for entry in payload["entry"]:
         changes = entry.get("changes") if isinstance(entry, dict) else None
         if not isinstance(changes, list):
-            raise BadItem("an entry has no changes list")
+            bad.append(f"entry {_name(entry)} has no changes list")
+            continue
         for change in changes:
             value = change.get("value") if isinstance(change, dict) else None
             if not isinstance(value, dict):
-                raise BadItem("a change has no value object")
+                bad.append(f"a change of entry {_name(entry)} has no value object")
+                continue
             values.append(value)
+    if bad and not values:
+        raise BadItem("; ".join(bad))
+    for reason in bad:
+        _skipped(summary, reason)
     return values
 
 
-def _list(value: dict[str, Any], key: str) -> list[Any]:
+def _name(entry: Any) -> str:
+    """An entry's id for the log (Meta's WhatsApp Business Account id)."""
+    found = entry.get("id") if isinstance(entry, dict) else None
+    return repr(str(found)[:40]) if isinstance(found, str | int) else "without id"
+
+
+def _items(
+    summary: Summary, value: dict[str, Any], key: str, *, single: bool = False
+) -> list[Any]:
+    """``value[key]`` as a list; anything else but nothing is logged.
+
+    With ``single``, one object in place of the list counts as one item.
+    """
     items = value.get(key)
-    return items if isinstance(items, list) else []
+    if items is None or isinstance(items, list):
+        return items or []
+    if single and isinstance(items, dict):
+        return [items]
+    _skipped(summary, f"{key} is a {type(items).__name__}, not a list")
+    return []
+
+
+def _skipped(summary: Summary, reason: str) -> None:
+    summary.bad.append(reason)
+    logs.logger.error(
+        "Notification du webhook ignorée en partie", extra=logs.ctx(reason=reason)
+    )
 
 
 def _one(summary: Summary, work: Any) -> None:
@@ -138,10 +194,7 @@ def _one(summary: Summary, work: Any) -> None:
     try:
         work()
     except (BadItem, ValueError, TypeError, KeyError) as exc:
-        summary.bad.append(str(exc))
-        logs.logger.error(
-            "Notification du webhook ignorée en partie", extra=logs.ctx(reason=str(exc))
-        )
+        _skipped(summary, str(exc))
 
 
 def _log_value_error(error: Any) -> None:
@@ -197,6 +250,8 @@ def _parse_status(item: Any) -> _Status:
     )
     recipient = item.get("recipient_id")
     errors = item.get("errors")
+    if isinstance(errors, dict):  # one error object in place of the list
+        errors = [errors]
     return _Status(
         wamid=wamid.strip(),
         status=str(status),
@@ -208,6 +263,17 @@ def _parse_status(item: Any) -> _Status:
 
 
 def _status(db: QueueDB, item: Any, now: datetime, summary: Summary) -> None:
+    if isinstance(item, dict) and item.get("status") in OTHER_STATUSES:
+        summary.other += 1
+        wamid = item.get("id")
+        logs.logger.info(
+            "Statut de Meta sans effet sur la remise, ignoré",
+            extra=logs.ctx(
+                messageId=wamid if isinstance(wamid, str) else None,
+                status=item["status"],
+            ),
+        )
+        return
     status = _parse_status(item)
     stamp = _fmt(now)
     with db.write() as conn:
@@ -279,8 +345,13 @@ def _apply(
         return False
     target = status.target
     forward = RANKS[target] > RANKS[current]
-    sets = ["wamid = coalesce(wamid, ?)", "sent_at = coalesce(sent_at, ?)"]
-    args: list[Any] = [status.wamid, status.happened_at]
+    # Any report proves the message left by then: the earliest one wins, so
+    # sent_at is never later than delivered_at or read_at.
+    sets = [
+        "wamid = coalesce(wamid, ?)",
+        "sent_at = CASE WHEN sent_at IS NULL OR sent_at > ? THEN ? ELSE sent_at END",
+    ]
+    args: list[Any] = [status.wamid, status.happened_at, status.happened_at]
     if target in ("delivered", "read"):
         # The earliest report wins: a read implies it was delivered by then.
         sets.append(
@@ -422,13 +493,20 @@ def _inbound(db: QueueDB, item: Any, now: datetime, summary: Summary) -> None:
     if sender is None:
         raise BadItem("an inbound message has no sender")
     at = _unix(item.get("timestamp"))
+    stamp = _fmt(now)
+    if at > stamp:  # a time ahead of ours would hold the window open
+        logs.logger.debug(
+            "Heure d'un message reçu dans le futur, ramenée à maintenant",
+            extra=logs.ctx(recipient=f"+{sender}", given=at, at=stamp),
+        )
+        at = stamp
     with db.write() as conn:
         conn.execute(
             "INSERT INTO whatsapp_contacts (wa_id, last_inbound_at, updated_at)"
             " VALUES (?, ?, ?) ON CONFLICT (wa_id) DO UPDATE SET"
             " last_inbound_at = max(last_inbound_at, excluded.last_inbound_at),"
             " updated_at = excluded.updated_at",
-            (sender, at, _fmt(now)),
+            (sender, at, stamp),
         )
     summary.inbound += 1
     logs.logger.debug(
@@ -440,7 +518,7 @@ def _wa_id(value: Any) -> str | None:
     """A WhatsApp id (the number's digits), from ``+225…`` or digits."""
     text = str(value) if isinstance(value, str | int) else ""
     digits = re.sub(r"[\s+\-().]", "", text)
-    return digits if digits.isdigit() and 6 <= len(digits) <= 20 else None
+    return digits if _DIGITS.fullmatch(digits) and 6 <= len(digits) <= 20 else None
 
 
 def window_open(conn: sqlite3.Connection, recipient: str, now: datetime) -> bool:

@@ -58,3 +58,9 @@ def validate(agent: dict[str, Any]) -> None:
         raise ConfigError(
             "plist ProgramArguments[0] must be an absolute interpreter path"
         )
+    for key in ("SoftResourceLimits", "HardResourceLimits"):  # the webhook's
+        limits = agent.get(key, {})
+        if not isinstance(limits, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in limits.values()
+        ):
+            raise ConfigError(f"plist {key} must map limits to integers")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .phones import mask
+from .settings import MIN_SECRET_LENGTH
 
 CHANNEL = "whatsapp_queue"
 logger = logging.getLogger(CHANNEL)
@@ -29,7 +30,8 @@ class MonologFormatter(logging.Formatter):
 
     ``secret`` (one string, or several: the access token, the app secret,
     the webhook's verify token) is replaced with ``***`` in the finished
-    line, so that it is hidden even inside an exception's traceback.
+    line, so that it is hidden even inside an exception's traceback. One
+    shorter than MIN_SECRET_LENGTH is not: it would mask common words.
     """
 
     def __init__(
@@ -67,9 +69,10 @@ class MonologFormatter(logging.Formatter):
 
 
 def _secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
-    """The non-empty secrets, longest first (one may contain another)."""
+    """The secrets long enough to mask, longest first (one may contain another)."""
     found = [secret] if isinstance(secret, str) else list(secret)
-    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+    kept = {s for s in found if len(s) >= MIN_SECRET_LENGTH}
+    return tuple(sorted(kept, key=len, reverse=True))
 
 
 def ctx(**context: Any) -> dict[str, Mapping[str, Any]]:

@@ -182,6 +182,9 @@ class Settings(BaseSettings):
 
 # Settings whose values are never shown, in an error or anywhere else.
 SECRET_FIELDS = ("access_token", "app_secret", "webhook_verify_token")
+# Shorter strings are not masked: "queue" would hide every log line's channel.
+# The webhook refuses a verify token or an app secret this short.
+MIN_SECRET_LENGTH = 8
 
 
 def env_key(field: str) -> str:
@@ -210,7 +213,7 @@ def _describe(exc: ValidationError, env_file: Path | str | None) -> str:
     value = "" if field in SECRET_FIELDS else _raw_value(field, env_file)
     for secret in SECRET_FIELDS:  # a secret pasted under another key
         hidden = _raw_value(secret, env_file).strip()
-        if hidden and hidden in value:
+        if len(hidden) >= MIN_SECRET_LENGTH and hidden in value:
             value = value.replace(hidden, "***")
     shown = f', got "{value}"' if value else ""
     reason = error["msg"].removeprefix("Value error, ")

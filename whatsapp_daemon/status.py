@@ -368,19 +368,27 @@ def _last_sent(db: QueueDB, now: datetime) -> dict[str, Any] | None:
 
 
 def _failures(db: QueueDB) -> list[dict[str, Any]]:
-    """Failed messages grouped by Meta's error code, with what each means."""
+    """Failed messages grouped by Meta's error code, with what each means.
+
+    Without a code, a message Meta accepted (it has a wamid: a webhook
+    ``failed``) is told apart from one refused before it was sent.
+    """
     rows = db.conn.execute(
-        "SELECT error_code, COUNT(*) AS count, MAX(updated_at) AS last,"
+        "SELECT error_code, wamid IS NOT NULL AS accepted, COUNT(*) AS count,"
+        " MAX(updated_at) AS last,"
         " (SELECT error_message FROM whatsapp_queue q2"
         "  WHERE q2.status = 'failed' AND q2.error_code IS q.error_code"
+        "  AND (q2.wamid IS NOT NULL) = (q.wamid IS NOT NULL)"
         "  ORDER BY q2.updated_at DESC LIMIT 1) AS example"
         " FROM whatsapp_queue q WHERE status = 'failed'"
-        " GROUP BY error_code ORDER BY count DESC"
+        " GROUP BY error_code, accepted ORDER BY count DESC"
     )
     failures = []
     for row in rows:
         code = row["error_code"]
-        if code is None:
+        if code is None and row["accepted"]:
+            meaning = "échec après acceptation par Meta, sans code d'erreur"
+        elif code is None:
             meaning = "refusé avant l'envoi (numéro ou contenu invalide)"
         else:
             known = explanation(code) if isinstance(code, int) else None
