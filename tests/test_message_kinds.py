@@ -26,12 +26,20 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from test_sending import all_finished, insert_raw, rows, running_daemon
+from test_sending import (
+    all_finished,
+    insert_raw,
+    log_lines,
+    log_to,
+    rows,
+    running_daemon,
+)
 
 from whatsapp_daemon import api, payloads
 from whatsapp_daemon.api import WhatsAppQueue
 from whatsapp_daemon.cli import Exit
 from whatsapp_daemon.errors import InvalidMessageError
+from whatsapp_daemon.messages import show
 from whatsapp_daemon.models import NewMessage
 from whatsapp_daemon.queue import QueueDB
 from whatsapp_daemon.settings import Settings
@@ -228,6 +236,7 @@ def refusal(make: Callable[[], object]) -> str:
         make()
     message = str(caught.value)
     assert "\n" not in message
+    message.encode("utf-8")  # printable, logged and stored as it is
     return message
 
 
@@ -843,6 +852,75 @@ def test_coordinates_are_accepted_to_their_edge_and_refused_beyond(
     assert refusal(lambda: place(str(edge))).startswith(f"location.{axis}:")
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+def flow(data: Any) -> dict[str, Any]:
+    """A flow message whose ``flow_action_payload.data`` is ``data``."""
+    payload = {"screen": "S", "data": data}
+    return {
+        "type": "flow",
+        "body": {"text": "b"},
+        "action": {
+            "name": "flow",
+            "parameters": {
+                "flow_message_version": "3",
+                "flow_cta": "Go",
+                "flow_id": "1",
+                "flow_action_payload": payload,
+            },
+        },
+    }
+
+
+def order_details(**extra: Any) -> dict[str, Any]:
+    """An order_details message with ``extra`` keys in its open-ended parameters."""
+    amount = {"value": 1000, "offset": 1}
+    item = {"retailer_id": "r1", "name": "Pain", "amount": amount, "quantity": 1}
+    order = {"status": "pending", "items": [item], "subtotal": amount}
+    parameters = {
+        "reference_id": "cmd-1",
+        "type": "digital-goods",
+        "currency": "XOF",
+        "total_amount": amount,
+        "order": order,
+        **extra,
+    }
+    return {
+        "type": "order_details",
+        "body": {"text": "Votre commande"},
+        "action": {"name": "review_and_pay", "parameters": parameters},
+    }
+
+
+def date_time(**extra: Any) -> list[dict[str, Any]]:
+    """Template components: a body date_time with ``extra`` keys."""
+    moment = {"fallback_value": "demain", **extra}
+    return [
+        {"type": "body", "parameters": [{"type": "date_time", "date_time": moment}]}
+    ]
+
+
+def button(sub_type: str, *parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Template components: one button of ``sub_type`` with ``parameters``."""
+    return [
+        {
+            "type": "button",
+            "sub_type": sub_type,
+            "index": "0",
+            "parameters": [*parameters],
+        }
+    ]
+
+
+def nested(depth: int) -> Any:
+    """Lists nested ``depth`` deep around a 1."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 REFUSED: dict[str, tuple[Callable[[], object], str]] = {
     "media with id and link": (
         lambda: api.media_message(TO, "image", link=LINK, media_id="1"),
@@ -1014,6 +1092,77 @@ REFUSED: dict[str, tuple[Callable[[], object], str]] = {
         "components:",
     ),
     "kind without content": (lambda: api.message(TO, "image"), "content:"),
+    # What strict JSON in UTF-8 cannot carry, wherever it is.
+    "NaN in a flow's data": (
+        lambda: api.interactive_message(TO, flow({"x": NAN})),
+        "interactive.action.parameters.flow_action_payload.data.x: NaN ",
+    ),
+    "Infinity in a date_time's own key": (
+        lambda: api.template_message(
+            TO, "promo", "fr", components=date_time(day_of_month=INF)
+        ),
+        "components[0].parameters[0].date_time.day_of_month: Infinity ",
+    ),
+    "NaN in a template button's action": (
+        lambda: api.template_message(
+            TO,
+            "promo",
+            "fr",
+            components=button(
+                "flow",
+                {"type": "action", "action": {"flow_action_data": {"n": [NAN]}}},
+            ),
+        ),
+        "components[0].parameters[0].action.flow_action_data.n[0]: NaN ",
+    ),
+    "-Infinity in an order's own key": (
+        lambda: api.interactive_message(TO, order_details(payment={"fee": -INF})),
+        "interactive.action.parameters.payment.fee: -Infinity ",
+    ),
+    "NaN as a latitude": (
+        lambda: api.location_message(TO, NAN, 0),
+        "location.latitude:",
+    ),
+    "lists nested too deep": (
+        lambda: api.interactive_message(TO, flow({"x": nested(40)})),
+        "interactive.action.parameters.flow_action_payload.data.x[0]",
+    ),
+    "a value Python cannot write as JSON": (
+        lambda: api.interactive_message(TO, flow({"when": datetime.now(UTC)})),
+        "content:",
+    ),
+    "U+FFFD in a text": (lambda: api.text_message(TO, "caf\ufffd"), "text:"),
+    "U+FFFD in a caption": (
+        lambda: api.media_message(TO, "image", link=LINK, caption="re\ufffdu"),
+        "image.caption:",
+    ),
+    "half an emoji in a text": (lambda: api.text_message(TO, "a\ud83d"), "text:"),
+    "a lone surrogate as a caption": (
+        lambda: api.media_message(TO, "image", link=LINK, caption="\udc00"),
+        "image.caption:",
+    ),
+    "half an emoji as a reaction": (
+        lambda: api.reaction_message(TO, WAMID, "\ud83d"),
+        "reaction.emoji:",
+    ),
+    "a byte that was not UTF-8 in a parameter": (
+        lambda: api.template_message(TO, "promo", "fr", ["abc\udcff"]),
+        "param 1:",
+    ),
+    "a lone surrogate in a key": (
+        lambda: api.interactive_message(TO, flow({"\udc00": 1})),
+        "interactive.action.parameters.flow_action_payload.data.\\udc00:",
+    ),
+    "a lone surrogate in a number": (
+        lambda: api.text_message("+2250701\udcff", "Bonjour"),
+        "to:",
+    ),
+    "a voice_call button with a parameter": (
+        lambda: api.template_message(
+            TO, "appel", "fr", components=button("voice_call", {"type": "text"})
+        ),
+        "components[0].parameters: a voice_call button takes no parameters",
+    ),
     "unknown kind": (lambda: api.message(TO, "carousel", body="x"), "message_type:"),
 }
 
@@ -1027,7 +1176,8 @@ def test_a_malformed_message_is_refused_naming_the_field(name: str) -> None:
 
     assert message.startswith(field), message
     assert any(word in message for word in ("give", "write", "remove", "keep",
-                                            "make", "shorten", "leave"))  # fmt: skip
+                                            "make", "shorten", "leave",
+                                            "flatten"))  # fmt: skip
 
 
 def test_a_refused_message_queues_nothing(tmp_path: Path) -> None:
@@ -1042,8 +1192,24 @@ def test_a_refused_message_queues_nothing(tmp_path: Path) -> None:
         queue.add_buttons(TO, "?", [])
     with pytest.raises(InvalidMessageError, match=r"^location\.latitude:"):
         queue.add_location(TO, 91, 0)
+    # Text UTF-8 cannot carry is refused before SQLite would choke on it.
+    with pytest.raises(InvalidMessageError, match=r"^text:"):
+        queue.add_text(TO, "a\ud83d")
+    with pytest.raises(InvalidMessageError, match=r"^batch_id:"):
+        queue.add_text(TO, "Bonjour", batch_id="no\udcffel")
+    with pytest.raises(InvalidMessageError, match=r"^reaction\.emoji:"):
+        queue.add_reaction(TO, WAMID, "\ud83d")
 
     assert [row["body"] for row in rows(path).values()] == ["premier"]
+
+
+def test_a_quoted_value_is_always_text_utf8_can_carry() -> None:
+    """show() escapes lone surrogates, so no error message carries one."""
+    assert show("a\ud83d") == '"a\\ud83d"'
+    assert show({"\udc00": "é"}) == '{"\\udc00": "é"}'
+    assert show(float("nan")) == "NaN"
+    for value in ("\udcff" * 100, ["\ud800"], nested(5000)):
+        show(value).encode("utf-8")
 
 
 def test_the_queue_object_adds_every_kind(tmp_path: Path) -> None:
@@ -1167,6 +1333,109 @@ BAD_ROWS: dict[str, tuple[dict[str, Any], str]] = {
         },
         "body : inutilisé pour un message image",
     ),
+    # Strict JSON in UTF-8 only, refused before any attempt is counted.
+    "NaN in a flow's data": (
+        {"message_type": "interactive", "content": json.dumps(flow({"x": NAN}))},
+        "interactive.action.parameters.flow_action_payload.data.x : NaN n'est pas"
+        " un nombre JSON",
+    ),
+    "Infinity in a date_time's own key": (
+        {
+            "message_type": "template",
+            "template_name": "promo",
+            "template_language": "fr",
+            "content": json.dumps(date_time(day_of_month=INF)),
+        },
+        "components[0].parameters[0].date_time.day_of_month : Infinity n'est pas",
+    ),
+    "NaN in a template button's action": (
+        {
+            "message_type": "template",
+            "template_name": "promo",
+            "template_language": "fr",
+            "content": json.dumps(
+                button("flow", {"type": "action", "action": {"data": {"n": NAN}}})
+            ),
+        },
+        "components[0].parameters[0].action.data.n : NaN n'est pas",
+    ),
+    "-Infinity in an order's own key": (
+        {
+            "message_type": "interactive",
+            "content": json.dumps(order_details(payment={"fee": -INF})),
+        },
+        "interactive.action.parameters.payment.fee : -Infinity n'est pas",
+    ),
+    "lists nested too deep": (
+        {"message_type": "interactive", "content": json.dumps(flow(nested(40)))},
+        "plus de 32 niveaux d'imbrication",
+    ),
+    "U+FFFD in a text": (
+        {"body": "caf\ufffd"},
+        "text : texte mal encodé (pas en UTF-8)",
+    ),
+    "U+FFFD in a flow's data": (
+        {"message_type": "interactive", "content": json.dumps(flow({"x": "\ufffd"}))},
+        "flow_action_payload.data.x : texte mal encodé",
+    ),
+    # JSON escapes of half an emoji: valid JSON, not text UTF-8 can carry.
+    "half an emoji as a reaction": (
+        {
+            "message_type": "reaction",
+            "content": '{"message_id": "wamid.ABC", "emoji": "\\ud83d"}',
+        },
+        "reaction.emoji : caractère invalide \\ud83d",
+    ),
+    "a lone surrogate as a caption": (
+        {
+            "message_type": "image",
+            "content": f'{{"link": "{LINK}", "caption": "\\udc00"}}',
+        },
+        "image.caption : caractère invalide \\udc00",
+    ),
+    "a lone surrogate in a key": (
+        {"message_type": "interactive", "content": json.dumps(flow({"\udc00": 1}))},
+        "flow_action_payload.data.\\udc00 : caractère invalide",
+    ),
+    # JSON that Python's reader refuses other than by JSONDecodeError.
+    "a number of 5,000 digits": (
+        {
+            "message_type": "location",
+            "content": '{"latitude": ' + "1" * 5000 + ', "longitude": 0}',
+        },
+        "content n'est pas du JSON (nombre de plus de 4300 chiffres)",
+    ),
+    "content nested 100,000 deep": (
+        {"message_type": "location", "content": "[" * 100_000},
+        "content n'est pas du JSON (imbrication trop profonde)",
+    ),
+    "template_params of 5,000 digits": (
+        {
+            "message_type": "template",
+            "template_name": "promo",
+            "template_language": "fr",
+            "template_params": "[" + "9" * 5000 + "]",
+        },
+        "template_params n'est pas du JSON (nombre de plus de 4300 chiffres)",
+    ),
+    "template_params nested 100,000 deep": (
+        {
+            "message_type": "template",
+            "template_name": "promo",
+            "template_language": "fr",
+            "template_params": "[" * 100_000,
+        },
+        "template_params n'est pas du JSON (imbrication trop profonde)",
+    ),
+    "a voice_call button with a parameter": (
+        {
+            "message_type": "template",
+            "template_name": "appel",
+            "template_language": "fr",
+            "content": json.dumps(button("voice_call", {"type": "text"})),
+        },
+        "components[0].parameters : ce bouton ne prend pas de paramètre",
+    ),
 }
 
 
@@ -1192,7 +1461,10 @@ def test_a_bad_stored_row_fails_to_build_with_a_french_reason(
 async def test_bad_stored_rows_fail_at_send_time_and_nothing_is_sent(
     start_sandbox: StartSandbox, make_settings: Callable[..., Settings]
 ) -> None:
-    """The daemon fails each bad row with its French reason and sends the good one."""
+    """The daemon fails each bad row with its French reason and sends the good one.
+
+    Each failure is logged; none is an internal error after an attempt.
+    """
     sandbox = await start_sandbox()
     settings = make_settings(api_base_url=sandbox.url)
     path = settings.database_path
@@ -1205,8 +1477,9 @@ async def test_bad_stored_rows_fail_at_send_time_and_nothing_is_sent(
         path, recipient=TO, message_type="image", content=json.dumps({"link": LINK})
     )
 
-    async with running_daemon(settings) as run:
-        await run.until(all_finished(path), what="every row")
+    with log_to(settings.log_path) as log_file:
+        async with running_daemon(settings) as run:
+            await run.until(all_finished(path), what="every row")
 
     stored = rows(path)
     for name, row_id in bad.items():
@@ -1215,6 +1488,85 @@ async def test_bad_stored_rows_fail_at_send_time_and_nothing_is_sent(
         assert stored[row_id]["attempts"] == 0, name
     assert stored[good]["status"] == "sent"
     assert [r["body"]["type"] for r in await sandbox.requests()] == ["image"]
+    failures = [x for x in log_lines(log_file) if "Échec de l'envoi du message" in x]
+    assert len(failures) == len(bad)
+    assert not any("erreur interne" in x for x in failures)
+
+
+async def test_columns_a_text_or_template_row_does_not_use_are_ignored(
+    start_sandbox: StartSandbox, make_settings: Callable[..., Settings]
+) -> None:
+    """A text's template columns and a template's body are ignored, even junk.
+
+    Those two kinds existed before the others, and the PHP application may
+    leave such columns filled; the other kinds refuse them (BAD_ROWS).
+    """
+    sandbox = await start_sandbox()
+    settings = make_settings(api_base_url=sandbox.url)
+    path = settings.database_path
+    QueueDB.open(path).close()
+    text = insert_raw(
+        path,
+        recipient=TO,
+        body="Bonjour",
+        template_name="Pas un nom !",
+        template_language="??",
+        template_params="Aïcha, 52 000",
+    )
+    template = insert_raw(
+        path,
+        recipient="+2250701020305",
+        message_type="template",
+        template_name="rappel",
+        template_language="fr",
+        template_params='["Aya"]',
+        body="caf\ufffd, jamais envoyé",
+    )
+
+    async with running_daemon(settings) as run:
+        await run.until(all_finished(path), what="both rows")
+
+    stored = rows(path)
+    assert [stored[text]["status"], stored[template]["status"]] == ["sent", "sent"]
+    received = {
+        int(r["body"]["biz_opaque_callback_data"]): r["body"]
+        for r in await sandbox.requests()
+    }
+    assert received[text]["text"] == {"body": "Bonjour", "preview_url": False}
+    assert "template" not in received[text]
+    assert received[template]["template"] == {
+        "name": "rappel",
+        "language": {"code": "fr"},
+        "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": "Aya"}]}
+        ],
+    }
+    assert "text" not in received[template]
+
+
+def test_the_api_ignores_the_same_columns_and_does_not_store_them(
+    tmp_path: Path,
+) -> None:
+    """Python callers get the rule the daemon applies to a stored row."""
+    template = api.message(
+        TO, "template", template_name="promo", template_language="fr", body="x\ud83d"
+    )
+    text = api.message(
+        TO, "text", body="Bonjour", template_name="??", params=["a\ud83d"]
+    )
+    WhatsAppQueue(tmp_path / "q.sqlite").add([template, text])
+
+    assert template.body is None
+    assert (text.template_name, text.template_language, text.template_params) == (
+        None,
+        None,
+        (),
+    )
+    stored = list(rows(tmp_path / "q.sqlite").values())
+    assert [row["body"] for row in stored] == [None, "Bonjour"]
+    assert [row["template_params"] for row in stored] == [None, None]
+    body = refusal(lambda: api.message(TO, "image", content={"link": LINK}, body="x"))
+    assert body.startswith("body:")
 
 
 async def test_one_message_of_each_kind_reaches_the_api_as_built(
@@ -1383,6 +1735,44 @@ def test_cli_queues_kinds_from_json_and_files(
             "--components",
             id="components-on-text",
         ),
+        pytest.param(
+            ["--kind", "interactive", "--content", json.dumps(flow({"x": NAN}))],
+            Exit.DATA,
+            "interactive.action.parameters.flow_action_payload.data.x: NaN",
+            id="nan",
+        ),
+        pytest.param(
+            ["--text", "abc\udcff"],  # the byte 0xff in argv
+            Exit.DATA,
+            'text: "abc\\udcff" holds \\udcff',
+            id="not-utf8-argument",
+        ),
+        pytest.param(
+            ["--text", "caf\ufffd"], Exit.DATA, "holds U+FFFD", id="replacement"
+        ),
+        pytest.param(
+            ["--kind", "location", "--content", '{"latitude": ' + "1" * 5000 + "}"],
+            Exit.DATA,
+            "--content: is not JSON (a number has more than 4,300 digits)",
+            id="5000-digits",
+        ),
+        pytest.param(
+            ["--kind", "location", "--content", "[" * 100_000],
+            Exit.DATA,
+            "--content: is not JSON (nested too deeply to be read)",
+            id="deep",
+        ),
+        pytest.param(
+            [
+                "--template",
+                "appel",
+                "--components",
+                json.dumps(button("voice_call", {"type": "text", "text": "x"})),
+            ],
+            Exit.DATA,
+            "components[0].parameters: a voice_call button takes no parameters",
+            id="voice-call-parameter",
+        ),
     ],
 )
 def test_cli_refuses_a_bad_message_in_one_line_and_queues_nothing(
@@ -1410,3 +1800,31 @@ def test_cli_names_a_missing_content_file(
     assert done.returncode == Exit.DATABASE
     [line] = done.stderr.splitlines()
     assert "absent.json" in line
+
+
+def test_cli_reads_a_content_file_as_utf8_json_or_says_why_not(
+    tmp_path: Path, enqueue: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """A file not in UTF-8, or JSON Python cannot read: one line, exit 65."""
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"link": "https://example.com/reçu.png"}'.encode("latin-1"))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000, encoding="utf-8")
+    digits = tmp_path / "digits.json"
+    digits.write_text('{"latitude": ' + "9" * 5000 + "}", encoding="utf-8")
+
+    for path, kind, says in (
+        (latin1, "image", "latin1.json is not UTF-8 text (byte 0xe7 at offset 32)"),
+        (deep, "location", "deep.json is not JSON (nested too deeply to be read)"),
+        (digits, "location", "digits.json is not JSON (a number has more than"),
+    ):
+        done = enqueue("--kind", kind, "--content", f"@{path}")
+        assert done.returncode == Exit.DATA, done.stderr
+        [line] = done.stderr.splitlines()
+        assert f"--content: {tmp_path}" in line and says in line, line
+    assert _stored(tmp_path) == []
+
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"link": LINK}).encode())
+    done = enqueue("--kind", "image", "--content", f"@{with_bom}")
+    assert done.returncode == Exit.OK, done.stderr

@@ -50,11 +50,20 @@ def message(
     """Validate a message of any kind given as its columns.
 
     ``content`` is the kind's object as Meta expects it (see the README's
-    *Message kinds*), as Python values; it is stored as JSON.
+    *Message kinds*), as Python values; it is stored as JSON. Columns a
+    text or a template does not use are ignored, as the daemon ignores them
+    in a stored row, and not stored.
     """
     recipient = _recipient(to, region)
-    stored = None if content is None else json.dumps(content, ensure_ascii=False)
-    template_params = json.dumps(list(params), ensure_ascii=False) if params else None
+    stored = _json("content", content)
+    template_params = _json("params", list(params)) if params else None
+    if batch_id is not None:
+        messages.encodable(str(batch_id), "batch_id")
+    if kind == MessageType.TEXT:
+        template_name = template_language = template_params = None
+        params = ()
+    elif kind == MessageType.TEMPLATE:
+        body = None
     messages.check(
         kind,
         body=body,
@@ -354,12 +363,27 @@ def _interactive(
     return interactive
 
 
+def _json(name: str, value: Any) -> str | None:
+    """Write ``value`` as JSON for its column; None stays None."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        problem = messages.printable(str(exc)) if str(exc) else type(exc).__name__
+        raise InvalidMessageError(
+            f"{name}: {messages.show(value)} cannot be written as JSON ({problem});"
+            " give only dicts, lists, strings, numbers, booleans and None"
+        ) from None
+
+
 def _recipient(to: str, region: Region) -> str:
     try:
         return phones.normalize(to, region)
     except InvalidMessageError as exc:
         raise InvalidMessageError(
-            f'to: "{to}" is not a valid number ({exc}); write it as +225XXXXXXXXXX'
+            f"to: {messages.show(to)} is not a valid number ({exc}); write it as"
+            " +225XXXXXXXXXX"
         ) from None
 
 

@@ -15,7 +15,9 @@ holds for each kind is described in the README (*Message kinds*).
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,8 @@ TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")  # as approved in WhatsApp Manag
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")  # fr, en_US, fil
 WAMID = re.compile(r"wamid\.[A-Za-z0-9+/=_.\-]+")  # Meta's message ids
 SHOWN = 40  # characters of a value quoted in an error
+DEPTH = 32  # levels of lists and objects in ``content``, far more than Meta needs
+REPLACEMENT = "\ufffd"  # what a reader puts where bytes were not UTF-8
 
 # What ``content`` may hold for each media kind, besides ``id`` or ``link``.
 MEDIA_EXTRAS: dict[str, frozenset[str]] = {
@@ -49,6 +53,7 @@ class Problem(InvalidMessageError):
     """
 
     def __init__(self, english: str, french: str) -> None:
+        english, french = printable(english), printable(french)
         super().__init__(english)
         self.english = english
         self.french = french
@@ -66,12 +71,21 @@ class Built:
 # -- quoting values and raising problems -----------------------------------------
 
 
+def printable(text: str) -> str:
+    """Return ``text`` with what UTF-8 cannot encode written as ``\\udXXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def show(value: Any) -> str:
-    """Quote a value on one line, cut to a readable length."""
+    """Quote a value on one line, cut to a readable length, always encodable."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = f"<{type(value).__name__}>"
+    text = printable(text)
     if len(text) > SHOWN:
         text = text[: SHOWN - 1] + "…"
     return text
@@ -108,6 +122,14 @@ def _count(path: str, size: int, low: int, high: int | None) -> Problem:
     )
 
 
+def _not_finite(path: str, value: float) -> Problem:
+    return _fail(
+        path,
+        f"{show(value)} is not a number JSON can carry; write a finite number",
+        f"{show(value)} n'est pas un nombre JSON (NaN et Infinity sont refusés)",
+    )
+
+
 def _duplicate(path: str, value: Any) -> Problem:
     return _fail(
         path,
@@ -117,6 +139,67 @@ def _duplicate(path: str, value: Any) -> Problem:
 
 
 # -- generic checks ------------------------------------------------------------
+
+
+def encodable(text: str, path: str) -> str:
+    """Refuse text that UTF-8 cannot carry, or that was read from bad UTF-8.
+
+    A lone surrogate (half of an emoji's UTF-16 pair, or a byte that was not
+    UTF-8 in a command-line argument) cannot be stored or sent; U+FFFD is
+    what a reader leaves where the bytes were not UTF-8.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = printable(text[exc.start])
+        raise _fail(
+            path,
+            f"{show(text)} holds {char}, which is not a character (half of a"
+            " UTF-16 pair, or a byte that was not UTF-8); write the text in UTF-8",
+            f"caractère invalide {char} (pas de l'UTF-8)",
+        ) from None
+    if REPLACEMENT in text:
+        raise _fail(
+            path,
+            f"{show(text)} holds U+FFFD, left where the text was not UTF-8;"
+            " fix its encoding and give it again",
+            "texte mal encodé (pas en UTF-8) : corriger la ligne et la renvoyer",
+        )
+    return text
+
+
+def strict_json(value: Any, path: str) -> None:
+    """Refuse, naming its place, what strict JSON in UTF-8 cannot carry.
+
+    That is NaN and Infinity (which Python's JSON reader takes but no
+    strict writer sends), text :func:`encodable` refuses, keys included,
+    and lists or objects nested more than :data:`DEPTH` deep. The walk
+    keeps its own stack, so no nesting can exhaust Python's.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            encodable(item, where)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise _not_finite(where, item)
+        elif isinstance(item, dict | list):
+            if depth >= DEPTH:
+                raise _fail(
+                    where,
+                    f"nested more than {DEPTH} levels deep; flatten it",
+                    f"plus de {DEPTH} niveaux d'imbrication",
+                )
+            children: list[tuple[str, Any]] = []
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    spot = f"{where}.{key}"
+                    encodable(_typed(key, spot, str), spot)
+                    children.append((spot, child))
+            else:
+                children = [(f"{where}[{n}]", child) for n, child in enumerate(item)]
+            stack.extend((child, spot, depth + 1) for spot, child in reversed(children))
 
 
 TYPE_NAMES = {
@@ -174,6 +257,7 @@ def _text(
     ``strict`` also refuses spaces around it (ids Meta compares as given).
     """
     text: str = _typed(value, path, str)
+    encodable(text, path)
     if not text.strip():
         raise _fail(path, "empty; give some text", "vide")
     if strict and text != text.strip():
@@ -211,6 +295,8 @@ def _number(value: Any, path: str, low: float, high: float) -> float:
             f"{show(value)} is not a number; write it without quotes, like 5.36",
             f"nombre attendu, reçu {show(value)}",
         )
+    if not math.isfinite(value):
+        raise _not_finite(path, value)
     if not low <= value <= high:
         raise _fail(
             path,
@@ -267,8 +353,7 @@ def _unique(values: Sequence[Any], path: str) -> None:
 
 def check_text(body: Any, content: Any) -> dict[str, Any]:
     """A text message: the ``body`` column, ``content`` ``{"preview_url": …}``."""
-    text = body if isinstance(body, str) else ""
-    text = text.strip()
+    text = encodable(body, "text").strip() if isinstance(body, str) else ""
     if not text:
         raise Problem(
             "text: the message is empty; give some text", "texte vide (colonne body)"
@@ -855,6 +940,13 @@ def _component(value: Any, path: str) -> tuple[str, Any]:
                 f"{show(index)} is not a button position; give 0 to 9",
                 f"{show(index)} au lieu de 0 à 9",
             )
+    if not allowed and component.get("parameters"):
+        raise _fail(
+            f"{path}.parameters",
+            f"a {str(component['sub_type']).lower()} button takes no parameters;"
+            " remove them",
+            "ce bouton ne prend pas de paramètre",
+        )
     parameters = _list(component.get("parameters", []), f"{path}.parameters", 0, most)
     for number, param in enumerate(parameters):
         _parameter(param, f"{path}.parameters[{number}]", kind, allowed)
@@ -932,17 +1024,49 @@ def check_template(
 # -- the whole message ----------------------------------------------------------------
 
 
+# What ``json.loads`` raises on text it cannot read: JSONDecodeError, a
+# number of more digits than Python converts, or nesting deeper than its stack.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def why_not_json(error: Exception, fix: str) -> tuple[str, str, str]:
+    """Say why ``json.loads`` refused a text: the reason, the fix, in French.
+
+    ``fix`` is the advice for a syntax error; the other errors have their own.
+    """
+    if isinstance(error, json.JSONDecodeError):
+        where = f" at line {error.lineno} column {error.colno}"
+        return error.msg + where, fix, error.msg
+    if isinstance(error, RecursionError):
+        return (
+            "nested too deeply to be read",
+            "nest fewer lists and objects",
+            "imbrication trop profonde",
+        )
+    digits = sys.get_int_max_str_digits()
+    return (
+        f"a number has more than {digits:,} digits",
+        "write it with fewer digits, or as a string",
+        f"nombre de plus de {digits} chiffres",
+    )
+
+
+def _load(raw: str, column: str, fix: str) -> Any:
+    try:
+        return json.loads(raw)
+    except JSON_ERRORS as exc:
+        reason, advice, french = why_not_json(exc, fix)
+        raise Problem(
+            f"{column}: {show(raw)} is not JSON ({reason}); {advice}",
+            f"{column} n'est pas du JSON ({french})",
+        ) from None
+
+
 def parse_params(raw: str | None) -> list[str]:
     """Read the ``template_params`` column: a JSON array of strings."""
     if raw is None or not raw.strip():
         return []
-    try:
-        values = json.loads(raw)
-    except json.JSONDecodeError:
-        raise Problem(
-            f"template_params: {show(raw)} is not JSON; write a JSON array of texts",
-            "template_params n'est pas du JSON",
-        ) from None
+    values = _load(raw, "template_params", "write a JSON array of texts")
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise Problem(
             f"template_params: {show(raw)} is not an array of texts; write"
@@ -956,13 +1080,7 @@ def parse_content(raw: str | None) -> Any:
     """Read the ``content`` column: JSON, or None when empty."""
     if raw is None or not raw.strip():
         return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise Problem(
-            f"content: {show(raw)} is not JSON ({exc.msg}); write valid JSON",
-            f"content n'est pas du JSON ({exc.msg})",
-        ) from None
+    return _load(raw, "content", "write valid JSON")
 
 
 KINDS = tuple(kind.value for kind in MessageType)
@@ -978,7 +1096,12 @@ def check(
     content: str | None,
     reply_to: str | None,
 ) -> Built:
-    """Check the stored columns of one message and build Meta's object."""
+    """Check the stored columns of one message and build Meta's object.
+
+    Columns a text or a template row does not use (a text's template
+    columns, a template's ``body``) are ignored, as they always were; the
+    other kinds refuse them. The object built is strict JSON in UTF-8.
+    """
     kind = message_type if isinstance(message_type, str) else ""
     if kind not in KINDS:
         raise Problem(
@@ -989,14 +1112,16 @@ def check(
     quoted = None if reply_to is None or not reply_to.strip() else reply_to
     if quoted is not None:
         _wamid(quoted, "reply_to")
-    params = parse_params(template_params)
     value = parse_content(content)
+    for path, part in _content_parts(kind, value):
+        strict_json(part, path)
     if kind == MessageType.TEMPLATE:
+        params = parse_params(template_params)
         built = check_template(template_name, template_language, params, value)
-        return Built(kind, built, quoted)
+        return _sendable(Built(kind, built, quoted))
     if kind == MessageType.TEXT:
-        # Columns a text row does not use are ignored, as they always were.
-        return Built(kind, check_text(body, value), quoted)
+        return _sendable(Built(kind, check_text(body, value), quoted))
+    params = parse_params(template_params)
     _unused(
         kind,
         body=body,
@@ -1010,7 +1135,36 @@ def check(
         built = check_media(value, kind, MEDIA_EXTRAS[kind])
     else:
         built = KIND_CHECKS[kind](value)
-    return Built(kind, built, quoted)
+    return _sendable(Built(kind, built, quoted))
+
+
+def _content_parts(kind: str, value: Any) -> list[tuple[str, Any]]:
+    """The parts of ``content``, each with the path its errors start with."""
+    if value is None:
+        return []
+    if kind == MessageType.TEXT:
+        return [("content", value)]
+    if kind != MessageType.TEMPLATE:
+        return [(kind, value)]
+    if not isinstance(value, dict):
+        return [("components", value)]
+    known = ("components", "language_policy")
+    return [
+        (key if key in known else f"content.{key}", part) for key, part in value.items()
+    ]
+
+
+def _sendable(built: Built) -> Built:
+    """Refuse an object that cannot be written as strict JSON in UTF-8."""
+    try:
+        json.dumps(built.value, allow_nan=False, ensure_ascii=False).encode()
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _fail(
+            built.kind,
+            f"cannot be written as strict JSON ({exc}); correct the message",
+            f"impossible à écrire en JSON strict ({exc})",
+        ) from None
+    return built
 
 
 KIND_CHECKS: Mapping[str, Callable[[Any], Any]] = {

@@ -16,12 +16,13 @@ def build(message: QueuedMessage, region: str | None) -> dict[str, Any]:
 
     The row goes through the same checks as a message queued from Python
     or the command line (:func:`messages.check`); a row that fails them
-    raises with the reason in French, for the row's ``error_message``.
+    raises with the reason in French, for the row's ``error_message``,
+    before any request is made: text not stored as UTF-8, NaN or Infinity
+    and JSON that cannot be read are among those reasons.
     The row's id travels in ``biz_opaque_callback_data`` so that Meta's
     status notifications can be matched to the row.
     """
     recipient = phones.normalize(str(message.recipient or ""), region)
-    _check_encoding(message)
     try:
         built = messages.check(
             message.message_type,
@@ -45,19 +46,3 @@ def build(message: QueuedMessage, region: str | None) -> dict[str, Any]:
     payload["type"] = built.kind
     payload[built.kind] = built.value
     return payload
-
-
-def _check_encoding(message: QueuedMessage) -> None:
-    """Refuse text that was not stored as UTF-8 (read with U+FFFD)."""
-    columns = (
-        message.body,
-        message.template_params,
-        message.template_name,
-        message.content,
-        message.reply_to,
-    )
-    for value in columns:
-        if isinstance(value, str) and "\ufffd" in value:
-            raise InvalidMessageError(
-                "texte mal encodé (pas en UTF-8) : corriger la ligne et la renvoyer"
-            )
