@@ -177,8 +177,10 @@ class RecipientPacer:
         wait, and nothing is reserved: the time left, or one interval when
         another message holds the reservation.
         """
+        if self.interval <= 0:  # no pacing, only the waits after 131056
+            return max(0.0, self.free_at(recipient) - now)
         if recipient in self._reserved:
-            return max(self.interval, self.free_at(recipient) - now, 1.0)
+            return max(self.interval, self.free_at(recipient) - now)
         wait = self.free_at(recipient) - now
         if wait > 0:
             return wait
@@ -187,6 +189,8 @@ class RecipientPacer:
 
     def sent(self, recipient: str, at: float) -> None:
         """The reserved message's request leaves at ``at``: the interval starts."""
+        if self.interval <= 0:
+            return
         self._next[recipient] = max(self.free_at(recipient), at + self.interval)
         self._forget_old(at)
 
