@@ -1828,3 +1828,9 @@ def test_cli_reads_a_content_file_as_utf8_json_or_says_why_not(
     with_bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"link": LINK}).encode())
     done = enqueue("--kind", "image", "--content", f"@{with_bom}")
     assert done.returncode == Exit.OK, done.stderr
+
+
+@pytest.mark.parametrize("link", ["https://a.ci/f\n.png", "https://a.ci/\tf.png"])
+def test_a_link_with_a_line_break_or_a_tab_is_refused(link: str) -> None:
+    with pytest.raises(InvalidMessageError, match=r"^image\.link: "):
+        api.media_message(TO, "image", link=link)

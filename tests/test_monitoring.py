@@ -29,8 +29,9 @@ from test_sending import (  # noqa: F401 (local_only is an autouse fixture)
     running_daemon,
 )
 
-from whatsapp_daemon import launchd
+from whatsapp_daemon import launchd, status
 from whatsapp_daemon.lock import InstanceLock
+from whatsapp_daemon.models import MessageType, NewMessage
 from whatsapp_daemon.queue import HALT_KEY, HEARTBEAT_KEY, QueueDB, fmt
 from whatsapp_daemon.settings import Settings
 
@@ -653,3 +654,31 @@ def test_a_campaign_draining_at_the_rate_is_not_a_backlog(
 
     assert busy.returncode == 0, busy.stdout
     assert slow.returncode == 1 and "backlog" in slow.stdout
+
+
+def test_control_characters_from_the_database_never_reach_the_terminal(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A batch name or Meta's error text with an escape sequence or a line
+    break is shown escaped, on its own line."""
+    settings = make_settings()
+    db = QueueDB.open(settings.database_path)
+    try:
+        now = datetime.now(UTC)
+        [row_id] = db.enqueue(
+            [
+                NewMessage(
+                    "+2250701020304", MessageType.TEXT, "x", batch_id="lot\x1b[31mx"
+                )
+            ],
+            now,
+        )
+        db.mark_failed(row_id, "titre\nfausse ligne\x1b[0m", now, code=999999)
+    finally:
+        db.close()
+
+    text = status.render(status.gather(settings, datetime.now(UTC)))
+
+    assert "\x1b" not in text and "fausse ligne" in text
+    assert not any(line.startswith("fausse ligne") for line in text.splitlines())
+    assert "lot\\x1b[31mx" in text

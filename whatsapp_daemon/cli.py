@@ -597,7 +597,7 @@ def _redact(text: str) -> str:
 
 def _print_lines(lines: Sequence[str]) -> None:
     for line in lines:
-        print(_redact(line))
+        print(_redact(status.printable(line)))
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -635,7 +635,10 @@ def _batch_list(args: argparse.Namespace) -> int:
         shown = "".join(
             f"{c.get(name, 0):>{9 if name in _WIDE else 8}}" for name in _COLUMNS
         )
-        print(f"{s.batch_id:<24} {state:<10}{s.total:>8}{shown}  {s.next_due or '-'}")
+        name = status.printable(s.batch_id)
+        _print_lines(
+            [f"{name:<24} {state:<10}{s.total:>8}{shown}  {s.next_due or '-'}"]
+        )
     return Exit.OK
 
 

@@ -319,7 +319,8 @@ def _integer(value: Any, path: str) -> int:
 def _link(value: Any, path: str) -> str:
     link = _text(value, path, strict=True)
     parts = urlsplit(link)
-    if parts.scheme not in ("http", "https") or not parts.netloc or " " in link:
+    unprintable = any(char.isspace() or not char.isprintable() for char in link)
+    if parts.scheme not in ("http", "https") or not parts.netloc or unprintable:
         raise _fail(
             path,
             f"{show(link)} is not an http:// or https:// address; give the full URL",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -481,8 +482,27 @@ def _age(text: Any, now: datetime, *, signed: bool = False) -> int | None:
 # -- rendering ---------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> Any:
+    """``value`` with control characters in its texts shown as escapes.
+
+    Texts come from the database (batch names, Meta's error titles): a line
+    break or a terminal escape sequence in them must not reach the screen.
+    """
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], value)
+    if isinstance(value, dict):
+        return {key: printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    return value
+
+
 def render(status: dict[str, Any]) -> str:
     """The status for a person in a terminal (UTC times)."""
+    status = printable(status)
     health = status["health"]
     lines = [f"{health['health']}: {health['reason']}"]
     stopped = status["sending_stopped"]
