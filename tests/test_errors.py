@@ -271,6 +271,11 @@ def _assert_failure_recorded(
 # -- whole-daemon cases ---------------------------------------------------------
 
 
+def all_sent(path: Path) -> Callable[[], bool]:
+    """A probe: every row of the queue is ``sent``."""
+    return lambda: all(row["status"] == "sent" for row in rows(path).values())
+
+
 def _db_holds(path: Path) -> list[dict[str, Any]]:
     db = QueueDB.open(path)
     try:
@@ -418,9 +423,7 @@ async def test_one_recipient_is_paced_while_the_others_flow(
 
     async with running_daemon(settings) as run:
         await run.until(
-            lambda: all(
-                r["status"] == "sent" for r in rows(settings.database_path).values()
-            ),
+            all_sent(settings.database_path),
             timeout=30,
             what="every message",
         )
@@ -443,9 +446,7 @@ async def test_pair_rate_error_delays_only_that_recipient(
 
     async with running_daemon(settings) as run:
         await run.until(
-            lambda: all(
-                r["status"] == "sent" for r in rows(settings.database_path).values()
-            ),
+            all_sent(settings.database_path),
             timeout=20,
             what="every message",
         )
@@ -493,9 +494,7 @@ async def test_expired_token_on_message_37_keeps_37_to_100_untouched_until_renew
         renewed = "EAA-renewed-token-for-this-test-0000000"  # made up
         env_file.write_text(f"WHATSAPP_ACCESS_TOKEN={renewed}\n", encoding="utf-8")
         await run.until(
-            lambda: all(
-                r["status"] == "sent" for r in rows(settings.database_path).values()
-            ),
+            all_sent(settings.database_path),
             timeout=30,
             what="the rest after the new token",
         )
@@ -649,9 +648,7 @@ async def test_a_burst_to_one_recipient_neither_delays_others_nor_reorders(
 
     async with running_daemon(settings) as run:
         await run.until(
-            lambda: all(
-                r["status"] == "sent" for r in rows(settings.database_path).values()
-            ),
+            all_sent(settings.database_path),
             timeout=30,
             what="every message",
         )
