@@ -930,6 +930,32 @@ async def test_notification_not_stored_in_time_is_answered_503_then_resent(
     assert not any("acquittée" in text for _, text in said)
 
 
+async def test_a_lock_outlasting_the_busy_timeout_is_answered_503_not_500(
+    settings: Settings,
+    queue: QueueDB,
+    log_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection gives up on the lock before the answer is due: that is
+    the database being busy (503, a WARNING), not an error of ours (500)."""
+    monkeypatch.setattr(webhook, "RECORD_WAIT", 5.0)
+    monkeypatch.setattr(webhook, "BUSY_TIMEOUT", 0.5)
+    row_id = sent_row(queue, A, "wamid.BUSY")
+    note = statuses(a_status("wamid.BUSY", "read", T0, row_id))
+    async with serving(settings) as (hook, _):
+        with locked(settings.database_path):
+            answer = await hook.notify(note)
+        assert answer.status_code == 503
+        assert (await hook.notify(note)).status_code == 200  # Meta's resend
+    assert rows(settings.database_path)[row_id]["status"] == "read"
+    said = levels(log_file)
+    assert any(
+        level == "WARNING" and text.startswith("Base occupée : notification")
+        for level, text in said
+    )
+    assert not any(level == "ERROR" for level, _ in said)
+
+
 async def test_recording_finished_after_its_503_makes_the_resend_harmless(
     settings: Settings,
     queue: QueueDB,
@@ -1023,6 +1049,41 @@ async def test_sigterm_while_the_database_is_locked_stops_within_seconds(
     assert len(bad_http) == 3
     assert all(level == "DEBUG" for level, t in said if t in bad_http)
     assert "Arrêt du webhook WhatsApp" in [t for _, t in said]
+
+
+async def test_sigterm_while_the_database_is_locked_at_start_up_stops_quickly(
+    settings: Settings, queue: QueueDB, tmp_path: Path
+) -> None:
+    """Another writer holds the database as the webhook starts: it tries
+    again every second, and a SIGTERM meanwhile stops it within one busy
+    timeout, exit 0, instead of after the lock."""
+    process = None
+    try:
+        with locked(settings.database_path):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "whatsapp_daemon", "webhook", "--port", "0"],
+                env=secret_env(settings), cwd=tmp_path,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            await until(
+                lambda: any(
+                    t.startswith("Base occupée au démarrage du webhook")
+                    for _, t in levels(settings.log_path)
+                ),
+                timeout=30,
+                what="the webhook to find the database locked",
+            )
+            process.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            _, err = await asyncio.to_thread(process.communicate, timeout=30)
+            took = time.monotonic() - stopped_at
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == Exit.OK, err
+    assert took < webhook.BUSY_TIMEOUT + 2.0
+    assert "Arrêt du webhook WhatsApp" in [t for _, t in levels(settings.log_path)]
 
 
 WEBHOOK_PLIST = ROOT / launchd.WEBHOOK_TEMPLATE

@@ -255,20 +255,32 @@ def parse(text: str) -> datetime:
 class QueueDB:
     """One SQLite connection to the queue; use it from a single thread."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         self.conn = conn
+        self.busy_timeout = busy_timeout
 
     @classmethod
-    def open(cls, path: Path | str, *, migrate: bool = True) -> QueueDB:
-        """Open (creating the folder and file if needed) and migrate."""
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        migrate: bool = True,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> QueueDB:
+        """Open (creating the folder and file if needed) and migrate.
+
+        ``busy_timeout``: seconds a statement waits for another writer.
+        """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
         conn.row_factory = sqlite3.Row
         # Text another program stored in another encoding must not stop the
         # queue: it reads with U+FFFD in place of bad bytes, and the sender
         # refuses such a message.
         conn.text_factory = _decode
-        db = cls(conn)
+        db = cls(conn, busy_timeout)
         if migrate:
             db.migrate()
         return db
@@ -315,7 +327,7 @@ class QueueDB:
         programs opening a new database at once would see "database is
         locked" at once.
         """
-        deadline = time.monotonic() + BUSY_TIMEOUT
+        deadline = time.monotonic() + self.busy_timeout
         while True:
             try:
                 row = self.conn.execute("PRAGMA journal_mode").fetchone()
@@ -849,14 +861,18 @@ class AsyncQueue:
     awaiting task is cancelled, so an outcome is never half-recorded.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self._path = path
+        self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="whatsapp-sqlite")
         self._db: QueueDB | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._executor, QueueDB.open, self._path)
+        job = functools.partial(
+            QueueDB.open, self._path, busy_timeout=self._busy_timeout
+        )
+        self._db = await loop.run_in_executor(self._executor, job)
 
     async def close(self) -> None:
         if self._db is not None:

@@ -9,8 +9,9 @@ and the database is not touched. What a notification says is recorded by
 for SQLite.
 
 A 200 means the notification is stored. One that is not recorded within
-RECORD_WAIT seconds (another writer holds the database) is answered 503,
-and a database error 500, so that Meta sends it again: recording is
+RECORD_WAIT seconds, or whose recording gave up on another writer's lock,
+is answered 503, and another database error 500, so that Meta sends it
+again: recording is
 idempotent, so a recording that completes late does no harm. The webhook's
 connection waits at most BUSY_TIMEOUT for a lock. At shutdown, notifications
 still waiting are answered 503 and their recordings stop between two items
@@ -32,11 +33,13 @@ reverse proxy or tunnel that gives Meta its HTTPS address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import math
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
@@ -48,7 +51,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import deliveries, logs
 from .errors import ConfigError
-from .queue import AsyncQueue, QueueDB
+from .queue import AsyncQueue
 from .settings import MIN_SECRET_LENGTH, Settings, env_key
 
 MAX_BODY = 3 * 1024 * 1024  # bytes; Meta's notifications are at most 3 MB
@@ -70,16 +73,12 @@ class ListenError(Exception):
     """The address cannot be listened on (in use, or not this machine's)."""
 
 
-def _shorten_busy_timeout(db: QueueDB) -> None:
-    """The webhook's connection waits less than the daemon's for a lock."""
-    db.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-
-
 class _Endpoint:
     """The state behind one webhook application."""
 
     def __init__(self, database: Path, verify_token: str, app_secret: str) -> None:
-        self.queue = AsyncQueue(database)
+        # The webhook's connection waits less than the daemon's for a lock.
+        self.queue = AsyncQueue(database, busy_timeout=BUSY_TIMEOUT)
         self._verify_token = verify_token.encode("utf-8")
         self._app_secret = app_secret.encode("utf-8")
         # Each recording under way, and the event that stops it between items.
@@ -88,9 +87,12 @@ class _Endpoint:
         self._reading = asyncio.Semaphore(MAX_READING)
 
     async def open(self) -> None:
-        """Open the database, with the webhook's shorter busy timeout."""
-        await self.queue.open()
-        await self.queue.call(_shorten_busy_timeout)
+        """Open the database (its thread is ended again if that fails)."""
+        try:
+            await self.queue.open()
+        except BaseException:
+            await self.queue.close()
+            raise
 
     def verified(self, token: str) -> bool:
         """Whether ``token`` is the configured verify token (constant time)."""
@@ -181,9 +183,15 @@ class _Endpoint:
             return
         error = job.exception()
         if error is None:
+            summary = job.result()
+            if summary.stopped and not _recorded(summary):
+                logs.logger.info(
+                    "Notification du webhook non enregistrée (arrêt) ; Meta la renverra"
+                )
+                return
             logs.logger.info(
                 "Notification du webhook enregistrée après sa réponse 503"
-                + (" (en partie)" if job.result().stopped else ""),
+                + (" (en partie)" if summary.stopped else ""),
             )
         elif not isinstance(error, deliveries.BadItem):
             logs.logger.warning(
@@ -199,6 +207,13 @@ class _Endpoint:
                 extra=logs.ctx(reason=str(error)),
             )
             return _ok()
+        if _busy(error):
+            # Another writer held the database past the busy timeout.
+            logs.logger.warning(
+                "Base occupée : notification non enregistrée, Meta la renverra",
+                extra=logs.ctx(reason=str(error)),
+            )
+            return _unavailable("database busy")
         if error is not None:
             logs.logger.error(
                 "Notification du webhook non enregistrée ; Meta la renverra",
@@ -246,6 +261,28 @@ class _Endpoint:
 
 
 _ENDPOINT = web.AppKey("endpoint", _Endpoint)
+
+
+def _busy(error: BaseException | None) -> bool:
+    """Whether ``error`` is SQLite giving up on another writer's lock."""
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
+
+
+def _recorded(summary: deliveries.Summary) -> bool:
+    """Whether a recording stored anything before it was stopped."""
+    return any(
+        (
+            summary.applied,
+            summary.kept,
+            summary.duplicates,
+            summary.ignored,
+            summary.other,
+            summary.inbound,
+            summary.errors,
+        )
+    )
 
 
 def _unavailable(why: str) -> web.Response:
@@ -412,8 +449,28 @@ async def start(
 async def serve(
     settings: Settings, stop: asyncio.Event, host: str | None, port: int | None
 ) -> None:
-    """Serve until ``stop`` is set, logging the start and the stop."""
-    runner, bound = await start(settings, host, port)
+    """Serve until ``stop`` is set, logging the start and the stop.
+
+    A database another writer keeps locked at start-up is tried again every
+    second until ``stop`` is set, so that a stop is never held up longer
+    than one busy timeout.
+    """
+    while True:
+        try:
+            runner, bound = await start(settings, host, port)
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            logs.logger.warning(
+                "Base occupée au démarrage du webhook, nouvel essai",
+                extra=logs.ctx(reason=str(exc)),
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                logs.logger.info("Arrêt du webhook WhatsApp")
+                return
     logs.logger.info(
         "Démarrage du webhook WhatsApp",
         extra=logs.ctx(
