@@ -1834,3 +1834,11 @@ def test_cli_reads_a_content_file_as_utf8_json_or_says_why_not(
 def test_a_link_with_a_line_break_or_a_tab_is_refused(link: str) -> None:
     with pytest.raises(InvalidMessageError, match=r"^image\.link: "):
         api.media_message(TO, "image", link=link)
+
+
+def test_a_number_too_long_to_write_is_refused_by_the_python_api(
+    tmp_path: Path,
+) -> None:
+    queue = WhatsAppQueue(tmp_path / "database.sqlite")
+    with pytest.raises(InvalidMessageError, match=r"^content: "):
+        queue.add_location(TO, 10**5000, 1.0)

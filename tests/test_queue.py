@@ -439,6 +439,9 @@ async def test_times_with_an_offset_are_due_at_their_utc_moment(
     soon_id = insert_raw(path, recipient=A, body="x", scheduled_at=soon.isoformat())
     later_id = insert_raw(path, recipient=B, body="y", scheduled_at=later.isoformat())
     bad_id = insert_raw(path, recipient=C, body="z", scheduled_at="demain 8h")
+    # SQLite alone would read these as a Julian day and as a day in 2000.
+    number_id = insert_raw(path, recipient=C, body="n", scheduled_at="2461500")
+    time_id = insert_raw(path, recipient=C, body="t", scheduled_at="23:59")
 
     async with running_daemon(settings) as run:
         await run.until(lambda: rows(path)[soon_id]["status"] == "sent", what="send")
@@ -450,8 +453,9 @@ async def test_times_with_an_offset_are_due_at_their_utc_moment(
     assert rows(path)[later_id]["status"] == "pending"
     assert "heure d'envoi illisible" in rows(path)[bad_id]["error_message"]
     assert "demain 8h" in rows(path)[bad_id]["error_message"]
+    assert rows(path)[number_id]["status"] == rows(path)[time_id]["status"] == "failed"
     upcoming = report["next_scheduled"]
     assert upcoming["id"] == later_id
-    assert upcoming["scheduled_at"] == later.astimezone(UTC).strftime(
-        "%Y-%m-%d %H:%M:%S"
-    )
+    # A fraction of a second counts as the next second.
+    due = later.astimezone(UTC) + timedelta(seconds=0.999)
+    assert upcoming["scheduled_at"] == due.strftime("%Y-%m-%d %H:%M:%S")

@@ -83,7 +83,7 @@ def show(value: Any) -> str:
     except (TypeError, ValueError, RecursionError):
         try:
             text = repr(value)
-        except RecursionError:
+        except (RecursionError, ValueError):  # too deep, or too many digits
             text = f"<{type(value).__name__}>"
     text = printable(text)
     if len(text) > SHOWN:

@@ -68,11 +68,15 @@ COLUMNS: dict[str, str] = {
 
 # A row's due time as UTC text in SQLite's format: '' when none is given
 # (due at once), NULL when it cannot be read (such rows are failed, see
-# QueueDB.fail_unreadable_times). ISO 8601 with a "T" or an offset, as PHP's
-# date('c') writes, is converted to UTC by SQLite's datetime().
+# QueueDB.fail_unreadable_times). It must start with a date: SQLite would
+# read a bare number as a Julian day and a bare time as a day in 2000. ISO
+# 8601 with a "T" or an offset, as PHP's date('c') writes, is converted to
+# UTC by datetime(); a fraction of a second counts as the next second, so
+# that a message never leaves before its time.
 SCHEDULED = (
     "(CASE WHEN coalesce(scheduled_at, '') = '' THEN ''"
-    " ELSE datetime(scheduled_at) END)"
+    " WHEN scheduled_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'"
+    " THEN datetime(scheduled_at, '+0.999 seconds') END)"
 )
 
 # A pending message is due once its time has come, unless its batch is
@@ -547,8 +551,7 @@ class QueueDB:
                 "  || substr(scheduled_at, 1, 40) || ' ») : écrire AAAA-MM-JJ"
                 " HH:MM:SS en UTC, puis remettre le message en attente',"
                 " claimed_by = NULL, lease_until = NULL, updated_at = ?"
-                " WHERE status = 'pending' AND coalesce(scheduled_at, '') != ''"
-                " AND datetime(scheduled_at) IS NULL RETURNING id",
+                f" WHERE status = 'pending' AND {SCHEDULED} IS NULL RETURNING id",
                 (fmt(now),),
             ).fetchall()
         return sorted(int(row[0]) for row in rows)
