@@ -1842,3 +1842,11 @@ def test_a_number_too_long_to_write_is_refused_by_the_python_api(
     queue = WhatsAppQueue(tmp_path / "database.sqlite")
     with pytest.raises(InvalidMessageError, match=r"^content: "):
         queue.add_location(TO, 10**5000, 1.0)
+
+
+def test_a_send_time_without_a_time_zone_is_refused() -> None:
+    """A naive datetime would be read in the host's zone: refused."""
+    with pytest.raises(InvalidMessageError, match=r"^at: .* has no time zone"):
+        api.text_message(TO, "Bonjour", at=datetime(2026, 12, 24, 8, 0))
+    aware = api.text_message(TO, "Bonjour", at=datetime(2026, 12, 24, 8, 0, tzinfo=UTC))
+    assert aware.scheduled_at == "2026-12-24 08:00:00"

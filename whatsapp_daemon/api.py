@@ -55,6 +55,11 @@ def message(
     in a stored row, and not stored.
     """
     recipient = _recipient(to, region)
+    if at is not None and at.tzinfo is None:
+        raise InvalidMessageError(
+            f"at: {at:%Y-%m-%d %H:%M} has no time zone, so its moment is unknown;"
+            " give an aware datetime, e.g. tzinfo=ZoneInfo('Africa/Abidjan')"
+        )
     stored = _json("content", content)
     template_params = _json("params", list(params)) if params else None
     if batch_id is not None:

@@ -390,7 +390,7 @@ def _failures(db: QueueDB) -> list[dict[str, Any]]:
         if code is None and row["accepted"]:
             meaning = "échec après acceptation par Meta, sans code d'erreur"
         elif code is None:
-            meaning = "refusé avant l'envoi (numéro ou contenu invalide)"
+            meaning = "refusé avant l'envoi (numéro, contenu ou heure invalide)"
         else:
             known = explanation(code) if isinstance(code, int) else None
             meaning = known or str(row["example"] or "")
