@@ -36,7 +36,9 @@ MIXED_UTF8 = 3  # valid UTF-8 letters that make a file "UTF-8 with damage"
 # Characters of French text above ASCII, to tell Windows-1252 from Mac Roman:
 # the same byte is a French letter in one and a rare sign in the other.
 # Lower-case letters weigh more: an accent mostly sits inside a word.
-_FRENCH_LOWER = frozenset("àâäçéèêëîïôöùûüÿœæ\u2019\u201c\u201d\u2013\u2026«»€°")
+_FRENCH_LOWER = frozenset("àâäçéèêëîïôöùûüÿœæ") | frozenset(
+    "\u2019\u201c\u201d\u2013\u2026«»€°"  # quotes, dash, ellipsis, signs
+)
 _FRENCH_UPPER = frozenset("ÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸŒÆ")
 # The delimiter given to the csv module for a file with a single column: a
 # control character no spreadsheet writes, so that no value is split.
