@@ -172,15 +172,14 @@ async def _attempt(
     tally: _Tally,
 ) -> str:
     """Make one HTTP attempt, counted in the database before it leaves."""
-
     to = str(payload["to"])
 
     async def record(at: float) -> None:
-        context.pacer.sent(to, at)
         # In flight from here on: a stop now lets this attempt finish.
         context.in_flight.add(message.id)
         moment = datetime.fromtimestamp(at, UTC)
         await context.queue.call(QueueDB.begin_attempt, message.id, moment)
+        context.pacer.sent(to, at)  # not if its batch or template is held
 
     # Reserve the recipient before queueing at the gate: a message whose
     # recipient is busy goes back to the queue without spending a turn.
