@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import copy
 import errno
+import gzip
 import hashlib
 import hmac
 import json
@@ -309,6 +310,20 @@ async def test_signature_of_re_encoded_json_is_refused_403(
     # The same bytes, correctly signed, are accepted and applied.
     assert (await hook.post(raw, sign(raw))).status_code == 200
     assert rows(settings.database_path)[delivered_note[0]]["status"] == "delivered"
+
+
+async def test_a_compressed_body_is_refused_415_whatever_its_signature(
+    hook: Hook, settings: Settings, delivered_note: tuple[int, bytes]
+) -> None:
+    """The signature covers the bytes sent: a gzip body (which aiohttp would
+    decompress first) is refused, signed over either form."""
+    raw = delivered_note[1]
+    packed = gzip.compress(raw)
+    before = snapshot(settings.database_path)
+    for signed in (raw, packed):
+        response = await hook.post(packed, sign(signed), **{"Content-Encoding": "gzip"})
+        assert response.status_code == 415
+    assert snapshot(settings.database_path) == before
 
 
 async def test_body_larger_than_3_mb_is_refused_413(

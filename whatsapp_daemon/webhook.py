@@ -325,6 +325,14 @@ async def _notification(request: web.Request) -> web.Response:
         return web.Response(status=401, text="missing X-Hub-Signature-256\n")
     if (request.content_length or 0) > MAX_BODY:
         return _too_large(request)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # aiohttp would decompress it: the signature covers the bytes sent.
+        logs.logger.warning(
+            "Notification du webhook compressée, refusée",
+            extra=logs.ctx(remote=request.remote, encoding=encoding[:20]),
+        )
+        return web.Response(status=415, text="send the body uncompressed\n")
     raw = await endpoint.read(request)
     if isinstance(raw, web.Response):
         return raw
