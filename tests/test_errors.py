@@ -29,6 +29,7 @@ from test_sending import (
     D,
     E,
     enqueue_texts,
+    insert_raw,
     requests_to,
     rows,
     running_daemon,
@@ -40,7 +41,7 @@ from whatsapp_daemon.errors import GraphAPIError
 from whatsapp_daemon.graph import GraphClient
 from whatsapp_daemon.limits import RecipientPacer, SendGate
 from whatsapp_daemon.outcomes import Action
-from whatsapp_daemon.queue import ALL_BATCHES, AsyncQueue, QueueDB
+from whatsapp_daemon.queue import AsyncQueue, QueueDB
 from whatsapp_daemon.sender import Outcome, SendContext
 from whatsapp_daemon.settings import Settings
 
@@ -240,9 +241,9 @@ async def test_each_code_does_what_its_rule_says(
             assert db.count_due(datetime.now(UTC)) == 0
         finally:
             db.close()
-        assert (hold["template_name"], hold["batch_id"], hold["code"]) == (
+        assert (hold["template_name"], hold["every_batch"], hold["code"]) == (
             TEMPLATE_NAME,
-            ALL_BATCHES,
+            True,
             code,
         )
         assert found.meaning in hold["reason"]
@@ -693,12 +694,11 @@ def test_only_recent_failures_since_the_last_release_count_towards_a_hold(
         for _ in range(3):
             _failed_template_row(path, _now() - timedelta(minutes=5), batch)
         assert db.template_failures(batch, "promo_noel", "fr", 132000, _now()) == 3
-        scope = batch or ""
         assert db.hold_template(
-            "promo_noel", "fr", scope, code=132000, reason="3", now=_now()
+            "promo_noel", "fr", batch, code=132000, reason="3", now=_now()
         )
         assert not db.hold_template(
-            "promo_noel", "fr", scope, code=132000, reason="3", now=_now()
+            "promo_noel", "fr", batch, code=132000, reason="3", now=_now()
         )
         assert db.release_holds("promo_noel", _now() + timedelta(seconds=1)) == 1
         assert db.holds() == []
@@ -706,8 +706,49 @@ def test_only_recent_failures_since_the_last_release_count_towards_a_hold(
         assert db.template_failures(batch, "promo_noel", "fr", 132000, later) == 0
         # Held again after the release: the same hold is in force once more.
         assert db.hold_template(
-            "promo_noel", "fr", scope, code=132000, reason="again", now=later
+            "promo_noel", "fr", batch, code=132000, reason="again", now=later
         )
         assert [h["reason"] for h in db.holds()] == ["again"]
+    finally:
+        db.close()
+
+
+def test_a_batch_named_star_is_held_alone(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """No batch name, not even "*" written by another program, means every
+    batch: a hold of that batch keeps the other batches' messages due."""
+    settings = make_settings()
+    path = settings.database_path
+    QueueDB.open(path).close()
+    for batch in ("*", "autre", None):
+        insert_raw(
+            path,
+            recipient=A,
+            message_type="template",
+            template_name="promo_noel",
+            template_language="fr",
+            batch_id=batch,
+        )
+    db = QueueDB.open(path)
+    try:
+        db.hold_template("promo_noel", "fr", "*", code=132000, reason="3", now=_now())
+        [hold] = db.holds()
+        assert (hold["batch_id"], hold["every_batch"], hold["waiting"]) == (
+            "*",
+            False,
+            1,
+        )
+        assert db.count_due(_now()) == 2
+        db.hold_template(
+            "promo_noel",
+            "fr",
+            None,
+            code=132001,
+            reason="x",
+            now=_now(),
+            every_batch=True,
+        )
+        assert db.count_due(_now()) == 0
     finally:
         db.close()

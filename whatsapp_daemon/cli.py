@@ -37,7 +37,7 @@ from .daemon import Daemon, LockLostError
 from .errors import AlreadyRunningError, ConfigError, InvalidMessageError
 from .lock import InstanceLock
 from .models import Status
-from .queue import ALL_BATCHES, QueueDB
+from .queue import QueueDB
 from .settings import ENV_FILE, MIN_SECRET_LENGTH, Settings, load_settings
 
 LOCK_RETRY = 5.0  # seconds between two tries for a busy lock (--wait-for-lock)
@@ -657,7 +657,7 @@ def _template_holds(args: argparse.Namespace) -> int:
         return Exit.OK
     for hold in holds:
         batch = hold["batch_id"]
-        scope = {ALL_BATCHES: "every batch", "": "no batch"}.get(batch, batch)
+        scope = "every batch" if hold["every_batch"] else batch or "no batch"
         _print_lines(
             [
                 f"{hold['template_name']} ({hold['template_language']}), {scope}:"

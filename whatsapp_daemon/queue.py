@@ -94,7 +94,8 @@ DUE = (
     "   WHERE whatsapp_queue.message_type = 'template'"
     "     AND whatsapp_holds.template_name = whatsapp_queue.template_name"
     "     AND whatsapp_holds.template_language = whatsapp_queue.template_language"
-    "     AND whatsapp_holds.batch_id IN ('*', coalesce(whatsapp_queue.batch_id, ''))"
+    "     AND whatsapp_holds.batch_id"
+    "         IN ('*', ':' || coalesce(whatsapp_queue.batch_id, ''))"
     "     AND whatsapp_holds.released_at IS NULL)"
 )
 
@@ -200,9 +201,10 @@ TABLES = frozenset(
     }
 )
 
-# Holds of a template: ``batch_id`` is the batch held, '' the messages
-# without a batch, and ALL_BATCHES every message with that template. A hold
-# is in force until ``released_at`` is set.
+# Holds of a template: ``batch_id`` holds ALL_BATCHES for every message with
+# that template, else ":" and the batch held (":" alone: the messages
+# without a batch), so that no batch name can mean every batch. A hold is in
+# force until ``released_at`` is set.
 ALL_BATCHES = "*"
 # Identical template failures older than this do not count towards a hold.
 TEMPLATE_FAILURE_WINDOW = timedelta(days=1)
@@ -424,7 +426,7 @@ class QueueDB:
                 " JOIN whatsapp_holds h ON q.message_type = 'template'"
                 "  AND h.template_name = q.template_name"
                 "  AND h.template_language = q.template_language"
-                "  AND h.batch_id IN ('*', coalesce(q.batch_id, ''))"
+                "  AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, ''))"
                 "  AND h.released_at IS NULL"
                 " WHERE q.id = ?",
                 (message_id, message_id),
@@ -592,13 +594,15 @@ class QueueDB:
         self,
         name: str,
         language: str,
-        batch: str,
+        batch: str | None,
         *,
         code: int | None,
         reason: str,
         now: datetime,
+        every_batch: bool = False,
     ) -> bool:
-        """Hold messages with a template (in ``batch``, '' or ALL_BATCHES).
+        """Hold messages with a template: in ``batch`` (None: the messages
+        without a batch), or in every batch.
 
         A released hold is put in force again. Returns False if that hold
         was already in force.
@@ -611,7 +615,7 @@ class QueueDB:
                 " DO UPDATE SET code = excluded.code, reason = excluded.reason,"
                 " created_at = excluded.created_at, released_at = NULL"
                 " WHERE whatsapp_holds.released_at IS NOT NULL",
-                (name, language, batch, code, reason, fmt(now)),
+                (name, language, _scope(batch, every_batch), code, reason, fmt(now)),
             )
         return cursor.rowcount > 0
 
@@ -634,7 +638,7 @@ class QueueDB:
             " AND template_name = ? AND template_language = ? AND error_code = ?"
             " AND updated_at >= max(?, coalesce((SELECT max(released_at)"
             "  FROM whatsapp_holds WHERE template_name = ? AND template_language = ?"
-            "  AND batch_id IN ('*', ?)), ''))",
+            "  AND batch_id IN ('*', ?)), ''))",  # every batch, or this one
             (
                 batch_id,
                 name,
@@ -643,7 +647,7 @@ class QueueDB:
                 fmt(now - TEMPLATE_FAILURE_WINDOW),
                 name,
                 language,
-                batch_id or "",
+                _scope(batch_id),
             ),
         ).fetchone()
         return int(row[0])
@@ -655,11 +659,18 @@ class QueueDB:
             "  WHERE q.status = 'pending' AND q.message_type = 'template'"
             "  AND q.template_name = h.template_name"
             "  AND q.template_language = h.template_language"
-            "  AND h.batch_id IN ('*', coalesce(q.batch_id, ''))) AS waiting"
-            " FROM whatsapp_holds h WHERE h.released_at IS NULL"
+            "  AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, '')))"
+            " AS waiting FROM whatsapp_holds h WHERE h.released_at IS NULL"
             " ORDER BY h.created_at, h.template_name"
         )
-        return [dict(row) for row in rows]
+        holds = []
+        for row in rows:
+            hold = dict(row)
+            scope = str(hold["batch_id"])
+            hold["every_batch"] = scope == ALL_BATCHES
+            hold["batch_id"] = None if hold["every_batch"] else scope[1:] or None
+            holds.append(hold)
+        return holds
 
     def release_holds(
         self,
@@ -678,7 +689,7 @@ class QueueDB:
                 "UPDATE whatsapp_holds SET released_at = ? WHERE template_name = ?"
                 " AND template_language = coalesce(?, template_language)"
                 " AND batch_id = coalesce(?, batch_id) AND released_at IS NULL",
-                (fmt(now), name, language, batch),
+                (fmt(now), name, language, None if batch is None else _scope(batch)),
             ).rowcount
 
     # -- reading --------------------------------------------------------
@@ -812,6 +823,11 @@ class QueueDB:
             (status.value, attempts, sent_at),
             now,
         )
+
+
+def _scope(batch: str | None, every_batch: bool = False) -> str:
+    """The ``batch_id`` of a hold (see ALL_BATCHES)."""
+    return ALL_BATCHES if every_batch else ":" + (batch or "")
 
 
 # Columns a table with rows must already have: adding them empty would fail

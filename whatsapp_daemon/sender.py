@@ -32,7 +32,7 @@ from .limits import RecipientPacer, SendGate, SendingStopped
 from .logs import ctx
 from .models import MessageType, QueuedMessage
 from .outcomes import Action, classify, explain, rule
-from .queue import ALL_BATCHES, AsyncQueue, BatchHeld, QueueDB
+from .queue import AsyncQueue, BatchHeld, QueueDB
 
 MAX_THROTTLE_PAUSE = 300.0  # seconds: longest pause after throughput errors
 NETWORK_PAUSE = 15.0  # seconds the sender pauses when Meta is unreachable
@@ -324,7 +324,8 @@ async def _pause_template(
         QueueDB.hold_template,
         name,
         language,
-        ALL_BATCHES,
+        None,
+        every_batch=True,
         code=exc.code,
         reason=reason,
         now=context.now(),
@@ -366,7 +367,7 @@ async def _count_template_failure(
         QueueDB.hold_template,
         name,
         language,
-        message.batch_id or "",
+        message.batch_id,
         code=code,
         reason=reason,
         now=context.now(),

@@ -25,7 +25,6 @@ from .lock import holder_pid, is_locked
 from .models import Status
 from .outcomes import explanation
 from .queue import (
-    ALL_BATCHES,
     DUE,
     HALT_KEY,
     HEARTBEAT_KEY,
@@ -296,7 +295,7 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         "  (SELECT 1 FROM whatsapp_holds h WHERE h.released_at IS NULL"
         "   AND h.template_name = q.template_name"
         "   AND h.template_language = q.template_language"
-        "   AND h.batch_id IN ('*', coalesce(q.batch_id, '')))) AS held"
+        "   AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, '')))) AS held"
         " FROM whatsapp_queue q LEFT JOIN whatsapp_batches b"
         " ON b.batch_id = q.batch_id GROUP BY q.batch_id ORDER BY MIN(q.id)"
     )
@@ -604,7 +603,7 @@ def _render_holds(holds: list[dict[str, Any]]) -> list[str]:
 
 def _hold_scope(hold: dict[str, Any]) -> str:
     batch = hold["batch_id"]
-    if batch == ALL_BATCHES:
+    if hold["every_batch"]:
         return "in every batch"
     return f"in batch {batch!r}" if batch else "outside batches"
 
