@@ -79,6 +79,16 @@ SCHEDULED = (
     " THEN datetime(scheduled_at, '+0.999 seconds') END)"
 )
 
+# A hold ``h`` in force that keeps back the message ``q`` (table aliases):
+# the same template and language, in every batch or in the message's (see
+# ALL_BATCHES for how ``batch_id`` names them).
+HELD_BY = (
+    "h.released_at IS NULL AND q.message_type = 'template'"
+    " AND h.template_name = q.template_name"
+    " AND h.template_language = q.template_language"
+    " AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, ''))"
+)
+
 # A pending message is due once its time has come, unless its batch is
 # paused or cancelled, its template is held, or the import that adds it has
 # not finished.
@@ -90,13 +100,8 @@ DUE = (
     " AND NOT EXISTS (SELECT 1 FROM whatsapp_batches"
     "   WHERE whatsapp_batches.batch_id = whatsapp_queue.batch_id"
     "     AND whatsapp_batches.state != 'active')"
-    " AND NOT EXISTS (SELECT 1 FROM whatsapp_holds"
-    "   WHERE whatsapp_queue.message_type = 'template'"
-    "     AND whatsapp_holds.template_name = whatsapp_queue.template_name"
-    "     AND whatsapp_holds.template_language = whatsapp_queue.template_language"
-    "     AND whatsapp_holds.batch_id"
-    "         IN ('*', ':' || coalesce(whatsapp_queue.batch_id, ''))"
-    "     AND whatsapp_holds.released_at IS NULL)"
+    " AND NOT EXISTS (SELECT 1 FROM whatsapp_holds h, whatsapp_queue q"
+    "   WHERE q.id = whatsapp_queue.id AND " + HELD_BY + ")"
 )
 
 P = ParamSpec("P")
@@ -423,12 +428,7 @@ class QueueDB:
                 "SELECT b.state FROM whatsapp_queue q JOIN whatsapp_batches b"
                 " ON b.batch_id = q.batch_id WHERE q.id = ? AND b.state != 'active'"
                 " UNION ALL SELECT 'held' FROM whatsapp_queue q"
-                " JOIN whatsapp_holds h ON q.message_type = 'template'"
-                "  AND h.template_name = q.template_name"
-                "  AND h.template_language = q.template_language"
-                "  AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, ''))"
-                "  AND h.released_at IS NULL"
-                " WHERE q.id = ?",
+                f" JOIN whatsapp_holds h ON {HELD_BY} WHERE q.id = ?",
                 (message_id, message_id),
             ).fetchone()
             if held is None:
@@ -656,10 +656,7 @@ class QueueDB:
         """Every hold, with the number of pending messages it keeps back."""
         rows = self.conn.execute(
             "SELECT h.*, (SELECT COUNT(*) FROM whatsapp_queue q"
-            "  WHERE q.status = 'pending' AND q.message_type = 'template'"
-            "  AND q.template_name = h.template_name"
-            "  AND q.template_language = h.template_language"
-            "  AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, '')))"
+            f"  WHERE q.status = 'pending' AND {HELD_BY})"
             " AS waiting FROM whatsapp_holds h WHERE h.released_at IS NULL"
             " ORDER BY h.created_at, h.template_name"
         )

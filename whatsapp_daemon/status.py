@@ -28,6 +28,7 @@ from .queue import (
     DUE,
     HALT_KEY,
     HEARTBEAT_KEY,
+    HELD_BY,
     SCHEDULED,
     TABLES,
     QueueDB,
@@ -291,11 +292,8 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         " SUM(q.status = 'unknown') AS unknown,"
         " SUM(q.status = 'cancelled') AS cancelled,"
         f" MIN(CASE WHEN q.status = 'pending' THEN {SCHEDULED} END) AS next_due,"
-        " SUM(q.status = 'pending' AND q.message_type = 'template' AND EXISTS"
-        "  (SELECT 1 FROM whatsapp_holds h WHERE h.released_at IS NULL"
-        "   AND h.template_name = q.template_name"
-        "   AND h.template_language = q.template_language"
-        "   AND h.batch_id IN ('*', ':' || coalesce(q.batch_id, '')))) AS held"
+        " SUM(q.status = 'pending' AND EXISTS"
+        f"  (SELECT 1 FROM whatsapp_holds h WHERE {HELD_BY})) AS held"
         " FROM whatsapp_queue q LEFT JOIN whatsapp_batches b"
         " ON b.batch_id = q.batch_id GROUP BY q.batch_id ORDER BY MIN(q.id)"
     )
