@@ -80,6 +80,19 @@ class Summary:
     bad: list[str] = field(default_factory=list)  # why items were skipped
     stopped: bool = False  # the caller asked to stop before the last item
 
+    @property
+    def handled(self) -> int:
+        """How many items were recorded or logged (bad ones aside)."""
+        return (
+            self.applied
+            + self.kept
+            + self.duplicates
+            + self.ignored
+            + self.other
+            + self.inbound
+            + self.errors
+        )
+
 
 def _fmt(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(TIME_FORMAT)

@@ -184,7 +184,7 @@ class _Endpoint:
         error = job.exception()
         if error is None:
             summary = job.result()
-            if summary.stopped and not _recorded(summary):
+            if summary.stopped and not summary.handled:
                 logs.logger.info(
                     "Notification du webhook non enregistrée (arrêt) ; Meta la renverra"
                 )
@@ -267,21 +267,6 @@ def _busy(error: BaseException | None) -> bool:
     """Whether ``error`` is SQLite giving up on another writer's lock."""
     return isinstance(error, sqlite3.OperationalError) and (
         "locked" in str(error) or "busy" in str(error)
-    )
-
-
-def _recorded(summary: deliveries.Summary) -> bool:
-    """Whether a recording stored anything before it was stopped."""
-    return any(
-        (
-            summary.applied,
-            summary.kept,
-            summary.duplicates,
-            summary.ignored,
-            summary.other,
-            summary.inbound,
-            summary.errors,
-        )
     )
 
 
