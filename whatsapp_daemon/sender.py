@@ -38,6 +38,20 @@ MAX_THROTTLE_PAUSE = 300.0  # seconds: longest pause after throughput errors
 NETWORK_PAUSE = 15.0  # seconds the sender pauses when Meta is unreachable
 MAX_FREE_RETRIES = 20  # throttled or unsent attempts allowed per claim
 
+# Errors that say nothing about the message itself: its attempt is given back.
+_GIVEN_BACK = frozenset(
+    {Action.THROTTLE, Action.STOP, Action.PAUSE_RECIPIENT, Action.PAUSE_TEMPLATE}
+)
+_HELD = {"cancelled": "lot annulé", "held": "modèle suspendu"}
+
+# A free-form message to a customer whose window is closed is refused here,
+# under Meta's code for it, before a send is spent.
+WINDOW_CODE = 131047
+WINDOW_CLOSED = (
+    "refusé avant l'envoi : le client n'a pas écrit depuis plus de 24 h (fenêtre"
+    " fermée) ; un modèle (template) approuvé est nécessaire"
+)
+
 logger = logging.getLogger("whatsapp_queue")
 
 Clock = Callable[[], float]
@@ -99,13 +113,17 @@ async def send(context: SendContext, message: QueuedMessage) -> Outcome:
         payload = payloads.build(message, context.region)
     except InvalidMessageError as exc:
         return await _fail(context, message, str(exc))
+    to = str(payload["to"])  # the recipient as Meta and the pacer know it
     tally = _Tally(budget=context.max_attempts - max(0, message.attempts))
     if tally.budget <= 0:
         return await _fail(context, message, "tentatives épuisées")
-    if context.window_check and message.message_type != MessageType.TEMPLATE:
-        to = str(payload["to"])
-        if not await context.queue.call(_window_open, to, context.now()):
-            return await _fail(context, message, WINDOW_CLOSED, code=WINDOW_CODE)
+    free_form = message.message_type != MessageType.TEMPLATE
+    if (
+        context.window_check
+        and free_form
+        and not await context.queue.call(_window_open, to, context.now())
+    ):
+        return await _fail(context, message, WINDOW_CLOSED, code=WINDOW_CODE)
     try:
         wamid = await _with_retries(context, message, payload, tally)
     except SendingStopped:
@@ -131,11 +149,11 @@ async def send(context: SendContext, message: QueuedMessage) -> Outcome:
             return Outcome.CANCELLED
         return Outcome.RELEASED
     except GraphAPIError as exc:
-        return await _settle_error(context, message, exc, str(payload["to"]))
+        return await _settle_error(context, message, exc, to)
     except TransportError as exc:
         return await _settle_transport(context, message, exc)
     await context.queue.call(QueueDB.mark_sent, message.id, wamid, context.now())
-    context.pacer.accepted(str(payload["to"]))
+    context.pacer.accepted(to)
     context.throttles = 0
     logger.info(
         "Message envoyé avec succès",
@@ -216,21 +234,6 @@ def _refunded(context: SendContext, exc: GraphAPIError) -> bool:
         context.gate.close(explain(exc))
         context.on_stop(exc)
     return found.action in _GIVEN_BACK
-
-
-# Errors that say nothing about the message itself: its attempt is given back.
-_GIVEN_BACK = frozenset(
-    {Action.THROTTLE, Action.STOP, Action.PAUSE_RECIPIENT, Action.PAUSE_TEMPLATE}
-)
-_HELD = {"cancelled": "lot annulé", "held": "modèle suspendu"}
-
-# A free-form message to a customer whose window is closed is refused here,
-# under Meta's code for it, before a send is spent.
-WINDOW_CODE = 131047
-WINDOW_CLOSED = (
-    "refusé avant l'envoi : le client n'a pas écrit depuis plus de 24 h (fenêtre"
-    " fermée) ; un modèle (template) approuvé est nécessaire"
-)
 
 
 def _window_open(db: QueueDB, to: str, now: datetime) -> bool:
