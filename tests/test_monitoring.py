@@ -32,8 +32,9 @@ from test_sending import (  # noqa: F401 (local_only is an autouse fixture)
 from whatsapp_daemon import launchd, status
 from whatsapp_daemon.lock import InstanceLock
 from whatsapp_daemon.models import MessageType, NewMessage
-from whatsapp_daemon.queue import HALT_KEY, HEARTBEAT_KEY, QueueDB, fmt
+from whatsapp_daemon.queue import HALT_KEY, HEARTBEAT_KEY, QueueDB
 from whatsapp_daemon.settings import Settings
+from whatsapp_daemon.times import fmt
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

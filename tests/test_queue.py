@@ -35,8 +35,9 @@ from test_sending import (
 from whatsapp_daemon import deliveries, payloads
 from whatsapp_daemon import status as queue_status
 from whatsapp_daemon.models import MessageType, NewMessage
-from whatsapp_daemon.queue import COLUMNS, QueueDB, fmt
+from whatsapp_daemon.queue import COLUMNS, QueueDB
 from whatsapp_daemon.settings import Settings
+from whatsapp_daemon.times import fmt
 
 LEASE = timedelta(minutes=10)
 UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")

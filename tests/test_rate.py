@@ -28,8 +28,9 @@ from test_sending import (
 
 from whatsapp_daemon import outcomes
 from whatsapp_daemon.limits import RateWindow, SendGate, busiest_window
-from whatsapp_daemon.queue import QueueDB, fmt_attempt
+from whatsapp_daemon.queue import QueueDB
 from whatsapp_daemon.settings import Settings
+from whatsapp_daemon.times import fmt_attempt
 
 # Timer slack: asyncio and aiolimiter measure time on the loop's monotonic
 # clock, the gate returns wall-clock times; the two may disagree by a hair.

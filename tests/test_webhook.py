@@ -39,7 +39,7 @@ from aiohttp import web
 from conftest import ROOT, TOKEN, StartSandbox, daemon_env, until
 from test_sending import enqueue_texts, log_lines, log_to, rows, running_daemon
 
-from whatsapp_daemon import cli, deliveries, launchd, status, webhook
+from whatsapp_daemon import cli, deliveries, launchd, status, times, webhook
 from whatsapp_daemon.cli import Exit
 from whatsapp_daemon.errors import ConfigError
 from whatsapp_daemon.queue import QueueDB
@@ -1425,7 +1425,7 @@ async def test_non_ascii_digits_are_refused_and_future_times_clamped(
             conn.execute("SELECT wa_id, last_inbound_at FROM whatsapp_contacts")
         )
         assert list(contacts) == ["2250701020307"]
-        stored = datetime.strptime(contacts["2250701020307"], deliveries.TIME_FORMAT)
+        stored = datetime.strptime(contacts["2250701020307"], times.TIME_FORMAT)
         assert abs(stored.replace(tzinfo=UTC).timestamp() - now) < 60
         later = datetime.now(UTC) + timedelta(hours=25)
         assert not deliveries.window_open(conn, "+2250701020307", later)

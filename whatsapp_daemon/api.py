@@ -22,7 +22,8 @@ from typing import Any
 from . import messages, phones
 from .errors import InvalidMessageError
 from .models import MessageType, NewMessage
-from .queue import QueueDB, fmt
+from .queue import QueueDB
+from .times import fmt
 
 Region = str | None
 # The kinds whose whole object is given as ``content`` (``--kind`` in the CLI).

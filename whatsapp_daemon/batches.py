@@ -19,7 +19,8 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidMessageError
-from .queue import SCHEDULED, QueueDB, fmt
+from .queue import SCHEDULED, QueueDB
+from .times import fmt
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .outcomes import explanation
+from .times import fmt, parse
 
 if TYPE_CHECKING:
     from .queue import QueueDB
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the queue's UTC text (queue.TIME_FORMAT)
 SERVICE_WINDOW = timedelta(hours=24)
 
 # How far along each status is; a row only ever moves to a higher rank.
@@ -94,17 +94,13 @@ class Summary:
         )
 
 
-def _fmt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
-
-
 def _unix(value: Any) -> str:
     """Meta's ``timestamp`` (unix seconds, as a string) as the queue's UTC text."""
     text = str(value).strip() if isinstance(value, str | int) else ""
     if not _DIGITS.fullmatch(text):
         raise BadItem(f"timestamp {value!r} is not unix seconds")
     try:
-        return _fmt(datetime.fromtimestamp(int(text), UTC))
+        return fmt(datetime.fromtimestamp(int(text), UTC))
     except (OverflowError, OSError, ValueError):
         raise BadItem(f"timestamp {value!r} is out of range") from None
 
@@ -288,7 +284,7 @@ def _status(db: QueueDB, item: Any, now: datetime, summary: Summary) -> None:
         )
         return
     status = _parse_status(item)
-    stamp = _fmt(now)
+    stamp = fmt(now)
     with db.write() as conn:
         inserted = conn.execute(
             "INSERT OR IGNORE INTO whatsapp_statuses (wamid, status, message_id,"
@@ -456,7 +452,7 @@ def apply_stored(
     then the row id Meta echoed proves the message was accepted). Returns
     how many statuses were applied.
     """
-    stamp = _fmt(now)
+    stamp = fmt(now)
     if wamid is None:
         first = conn.execute(
             "SELECT wamid FROM whatsapp_statuses WHERE message_id = ?"
@@ -506,7 +502,7 @@ def _inbound(db: QueueDB, item: Any, now: datetime, summary: Summary) -> None:
     if sender is None:
         raise BadItem("an inbound message has no sender")
     at = _unix(item.get("timestamp"))
-    stamp = _fmt(now)
+    stamp = fmt(now)
     if at > stamp:  # a time ahead of ours would hold the window open
         logs.logger.debug(
             "Heure d'un message reçu dans le futur, ramenée à maintenant",
@@ -549,7 +545,7 @@ def window_open(conn: sqlite3.Connection, recipient: str, now: datetime) -> bool
     if row is None or not row[0]:
         return False
     try:
-        last = datetime.strptime(str(row[0]), TIME_FORMAT).replace(tzinfo=UTC)
+        last = parse(str(row[0]))
     except ValueError:
         return False
     return now - last < SERVICE_WINDOW  # a time ahead of our clock: open

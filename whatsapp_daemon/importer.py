@@ -25,8 +25,9 @@ from . import batches, payloads, phones
 from .errors import InvalidMessageError
 from .messages import LANGUAGE_CODE, TEMPLATE_NAME
 from .models import MessageType, NewMessage
-from .queue import QueueDB, fmt
+from .queue import QueueDB
 from .tables import Row, Table, open_table
+from .times import fmt
 
 # How the phone column is found, in tiers: a header holding a WhatsApp word
 # wins over one holding a phone word, which wins over a header that is only

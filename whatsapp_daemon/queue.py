@@ -17,17 +17,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import deliveries
 from .errors import ConfigError
 from .models import NewMessage, QueuedMessage, Status
+from .times import fmt, fmt_attempt, parse
 
 BUSY_TIMEOUT = 60.0  # seconds a write waits for another writer (PHP's PDO default)
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-ATTEMPT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # trimmed to milliseconds
 ATTEMPT_LOG_DAYS = 2  # how long the attempt log keeps its lines
 
 # Keys of whatsapp_daemon_state, written by the daemon, read by the status.
@@ -239,28 +238,6 @@ class BatchHeld(Exception):
     def __init__(self, state: str) -> None:
         super().__init__(state)
         self.state = state
-
-
-def fmt(moment: datetime) -> str:
-    """Format an aware datetime as the table's UTC text."""
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
-
-
-def fmt_attempt(moment: datetime) -> str:
-    """Format an aware datetime for the attempt log (milliseconds)."""
-    return moment.astimezone(UTC).strftime(ATTEMPT_FORMAT)[:-3]
-
-
-def parse(text: str) -> datetime:
-    """Read a time written by :func:`fmt` (or by SQLite) as an aware datetime.
-
-    A time without an offset is UTC; one with an offset (PHP's ``date('c')``)
-    is converted.
-    """
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 class QueueDB:

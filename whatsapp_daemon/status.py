@@ -24,19 +24,9 @@ from .limits import WINDOW
 from .lock import holder_pid, is_locked
 from .models import Status
 from .outcomes import explanation
-from .queue import (
-    DUE,
-    HALT_KEY,
-    HEARTBEAT_KEY,
-    HELD_BY,
-    SCHEDULED,
-    TABLES,
-    QueueDB,
-    fmt,
-    fmt_attempt,
-    parse,
-)
+from .queue import DUE, HALT_KEY, HEARTBEAT_KEY, HELD_BY, SCHEDULED, TABLES, QueueDB
 from .settings import Settings
+from .times import fmt, fmt_attempt, parse
 
 # A cycle this many poll intervals old (plus a minute for a long batch) is late.
 LATE_POLLS = 3
