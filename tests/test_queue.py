@@ -178,14 +178,23 @@ async def test_daemon_sends_a_row_inserted_with_plain_sql(
 # -- concurrency ------------------------------------------------------------------
 
 
-def claim_all(path: Path, owner: str, done: threading.Event) -> list[int]:
-    """Claim small batches on a connection of our own until nothing is left."""
+def claim_all(
+    path: Path, owner: str, done: threading.Event, started: threading.Barrier
+) -> list[int]:
+    """Claim small batches on a connection of our own until nothing is left.
+
+    Each claimer waits at `started` after its first batch, so that both are
+    known to hold rows before they race freely; without it, a busy machine
+    may run one thread to the end before the other is scheduled.
+    """
     db = QueueDB.open(path)
     claimed: list[int] = []
     try:
         while True:
             batch = db.claim(datetime.now(UTC), 7, owner, LEASE)
             claimed += [message.id for message in batch]
+            if len(claimed) == len(batch):
+                started.wait(30)
             if not batch and done.is_set() and not db.has_due(datetime.now(UTC)):
                 return claimed
             # Leave the lock free a moment, as the daemon does between
@@ -217,12 +226,12 @@ def test_concurrent_claims_never_share_a_row_and_never_lock_out_a_writer(
     db = QueueDB.open(path)
     db.enqueue([text(f"+225050102{i:04d}") for i in range(200)], datetime.now(UTC))
     db.close()
-    done, errors = threading.Event(), []
+    done, started, errors = threading.Event(), threading.Barrier(2), []
     results: dict[str, list[int]] = {}
 
     def claimer(owner: str) -> None:
         try:
-            results[owner] = claim_all(path, owner, done)
+            results[owner] = claim_all(path, owner, done, started)
         except BaseException as exc:
             errors.append(exc)
 
@@ -239,7 +248,7 @@ def test_concurrent_claims_never_share_a_row_and_never_lock_out_a_writer(
     one, two = results["one"], results["two"]
     assert set(one).isdisjoint(two)
     assert len(one) + len(two) == len(set(one) | set(two)) == 700
-    assert one and two  # both really ran concurrently
+    assert one and two
 
 
 # -- the runbook and the stored times --------------------------------------------
