@@ -843,7 +843,7 @@ async def test_recording_does_not_block_the_event_loop(
             }
         )
         assert handshake.status_code == 200
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # the POST still waits
         assert not posting.done()  # no 200 before it is stored
     finally:
         blocker.execute("ROLLBACK")
@@ -907,7 +907,7 @@ async def test_notification_not_stored_in_time_is_answered_503_then_resent(
     lock after its own BUSY_TIMEOUT, far below the daemon's 60 s; Meta's
     resend is then stored and acknowledged."""
     monkeypatch.setattr(webhook, "RECORD_WAIT", 0.5)
-    monkeypatch.setattr(webhook, "BUSY_TIMEOUT", 1.5)
+    monkeypatch.setattr(webhook, "BUSY_TIMEOUT", 3.0)
     row_id = sent_row(queue, A, "wamid.LOCKED")
     note = statuses(a_status("wamid.LOCKED", "read", T0, row_id))
     async with serving(settings) as (hook, runner):
@@ -915,13 +915,13 @@ async def test_notification_not_stored_in_time_is_answered_503_then_resent(
         busy = await endpoint.queue.call(
             lambda db: db.conn.execute("PRAGMA busy_timeout").fetchone()[0]
         )
-        assert busy == 1500
+        assert busy == 3000
         with locked(settings.database_path):
             started = time.monotonic()
             answer = await hook.notify(note)
             assert answer.status_code == 503
             assert answer.headers["Retry-After"]
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < 2.5  # not BUSY_TIMEOUT
             assert rows(settings.database_path)[row_id]["status"] == "sent"
 
             def gave_up() -> bool:
@@ -932,7 +932,7 @@ async def test_notification_not_stored_in_time_is_answered_503_then_resent(
                     for level, text in levels(log_file)
                 )
 
-            await until(gave_up, timeout=5, what="the recording to give up")
+            await until(gave_up, timeout=10, what="the recording to give up")
         assert rows(settings.database_path)[row_id]["status"] == "sent"
         assert (await hook.notify(note)).status_code == 200  # Meta's resend
         assert rows(settings.database_path)[row_id]["status"] == "read"
@@ -1163,7 +1163,7 @@ async def test_bodies_read_at_once_are_capped_and_the_rest_answered_503(
     without being read, so memory stays bounded. Once they time out, a
     notification is stored again."""
     monkeypatch.setattr(webhook, "MAX_READING", 2)
-    monkeypatch.setattr(webhook, "BODY_WAIT", 1.5)
+    monkeypatch.setattr(webhook, "BODY_WAIT", 3.0)
     row_id = sent_row(queue, A, "wamid.CAP")
     head = (
         b"POST /hooks/meta HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n"
@@ -1179,7 +1179,7 @@ async def test_bodies_read_at_once_are_capped_and_the_rest_answered_503(
         note = statuses(a_status("wamid.CAP", "read", T0, row_id))
         started = time.monotonic()
         assert (await hook.notify(note)).status_code == 503
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0  # not read for BODY_WAIT
         for reader, writer in slow:
             assert (await asyncio.wait_for(reader.read(), 5)).startswith(
                 b"HTTP/1.1 408"
