@@ -1409,6 +1409,13 @@ BAD_ROWS: dict[str, tuple[dict[str, Any], str]] = {
         {"message_type": "location", "content": "[" * 100_000},
         "content n'est pas du JSON (imbrication trop profonde)",
     ),
+    "a key given twice": (
+        {
+            "message_type": "location",
+            "content": '{"latitude": 5.3, "longitude": -4.0, "latitude": 48.8}',
+        },
+        'content n\'est pas du JSON (clé "latitude" en double dans un objet)',
+    ),
     "template_params of 5,000 digits": (
         {
             "message_type": "template",
@@ -1755,6 +1762,18 @@ def test_cli_queues_kinds_from_json_and_files(
             Exit.DATA,
             "--content: is not JSON (a number has more than 4,300 digits)",
             id="5000-digits",
+        ),
+        pytest.param(
+            [
+                "--kind",
+                "location",
+                "--content",
+                '{"latitude": 5.3, "longitude": -4.0, "longitude": 2.3}',
+            ],
+            Exit.DATA,
+            '--content: is not JSON (the key "longitude" appears twice in one'
+            " object); keep only one of them",
+            id="duplicate-key",
         ),
         pytest.param(
             ["--kind", "location", "--content", "[" * 100_000],

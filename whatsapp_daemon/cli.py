@@ -406,7 +406,7 @@ def _json_option(option: str, value: str | None) -> Any:
                 f" offset {at}); save it as UTF-8"
             ) from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=messages.unique_keys)
     except messages.JSON_ERRORS as exc:
         reason, advice, _ = messages.why_not_json(exc, "write valid JSON")
         raise InvalidMessageError(

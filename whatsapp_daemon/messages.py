@@ -1026,8 +1026,31 @@ def check_template(
 
 
 # What ``json.loads`` raises on text it cannot read: JSONDecodeError, a
-# number of more digits than Python converts, or nesting deeper than its stack.
+# number of more digits than Python converts, a key twice in one object
+# (DuplicateKey), or nesting deeper than its stack.
 JSON_ERRORS = (ValueError, RecursionError)
+
+
+class DuplicateKey(ValueError):
+    """One object of a JSON text names the same key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build an object, refusing a key given twice.
+
+    Python's reader keeps the last value, Meta's may keep another: the
+    message sent would not be the one that was checked.
+    """
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 def why_not_json(error: Exception, fix: str) -> tuple[str, str, str]:
@@ -1038,6 +1061,13 @@ def why_not_json(error: Exception, fix: str) -> tuple[str, str, str]:
     if isinstance(error, json.JSONDecodeError):
         where = f" at line {error.lineno} column {error.colno}"
         return error.msg + where, fix, error.msg
+    if isinstance(error, DuplicateKey):
+        key = show(error.key)
+        return (
+            f"the key {key} appears twice in one object",
+            "keep only one of them",
+            f"clé {key} en double dans un objet",
+        )
     if isinstance(error, RecursionError):
         return (
             "nested too deeply to be read",
@@ -1054,7 +1084,7 @@ def why_not_json(error: Exception, fix: str) -> tuple[str, str, str]:
 
 def _load(raw: str, column: str, fix: str) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=unique_keys)
     except JSON_ERRORS as exc:
         reason, advice, french = why_not_json(exc, fix)
         raise Problem(
