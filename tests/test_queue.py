@@ -452,6 +452,8 @@ async def test_times_with_an_offset_are_due_at_their_utc_moment(
     # SQLite alone would read these as a Julian day and as a day in 2000.
     number_id = insert_raw(path, recipient=C, body="n", scheduled_at="2461500")
     time_id = insert_raw(path, recipient=C, body="t", scheduled_at="23:59")
+    # ... and this one as 2 March.
+    day_id = insert_raw(path, recipient=C, body="d", scheduled_at="2026-02-30 08:00")
 
     async with running_daemon(settings) as run:
         await run.until(lambda: rows(path)[soon_id]["status"] == "sent", what="send")
@@ -464,6 +466,8 @@ async def test_times_with_an_offset_are_due_at_their_utc_moment(
     assert "heure d'envoi illisible" in rows(path)[bad_id]["error_message"]
     assert "demain 8h" in rows(path)[bad_id]["error_message"]
     assert rows(path)[number_id]["status"] == rows(path)[time_id]["status"] == "failed"
+    assert rows(path)[day_id]["status"] == "failed"
+    assert "illisible ou impossible" in rows(path)[day_id]["error_message"]
     upcoming = report["next_scheduled"]
     assert upcoming["id"] == later_id
     # A fraction of a second counts as the next second.

@@ -203,7 +203,7 @@ class Daemon:
         unreadable = await self.queue.call(QueueDB.fail_unreadable_times, self.now())
         if unreadable:
             logger.error(
-                "Messages à l'heure d'envoi illisible, mis en échec",
+                "Messages à l'heure d'envoi illisible ou impossible, mis en échec",
                 extra=ctx(ids=unreadable[:20], count=len(unreadable)),
             )
         cancelled = await self.queue.call(batches.settle_cancelled, self.now())

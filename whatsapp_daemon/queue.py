@@ -68,13 +68,17 @@ COLUMNS: dict[str, str] = {
 # A row's due time as UTC text in SQLite's format: '' when none is given
 # (due at once), NULL when it cannot be read (such rows are failed, see
 # QueueDB.fail_unreadable_times). It must start with a date: SQLite would
-# read a bare number as a Julian day and a bare time as a day in 2000. ISO
-# 8601 with a "T" or an offset, as PHP's date('c') writes, is converted to
-# UTC by datetime(); a fraction of a second counts as the next second, so
-# that a message never leaves before its time.
+# read a bare number as a Julian day and a bare time as a day in 2000. The
+# date must exist: SQLite would move 2026-02-30 to 2 March, so it is
+# compared with itself once normalised. ISO 8601 with a "T" or an offset,
+# as PHP's date('c') writes, is converted to UTC by datetime(); a fraction
+# of a second counts as the next second, so that a message never leaves
+# before its time.
 SCHEDULED = (
     "(CASE WHEN coalesce(scheduled_at, '') = '' THEN ''"
     " WHEN scheduled_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'"
+    " AND date(substr(scheduled_at, 1, 10), '+0 days')"
+    " = substr(scheduled_at, 1, 10)"
     " THEN datetime(scheduled_at, '+0.999 seconds') END)"
 )
 
@@ -526,7 +530,8 @@ class QueueDB:
         with self.write() as conn:
             rows = conn.execute(
                 "UPDATE whatsapp_queue SET status = 'failed', error_code = NULL,"
-                " error_message = 'heure d''envoi illisible (scheduled_at = « '"
+                " error_message = 'heure d''envoi illisible ou impossible"
+                " (scheduled_at = « '"
                 "  || substr(scheduled_at, 1, 40) || ' ») : écrire AAAA-MM-JJ"
                 " HH:MM:SS en UTC, puis remettre le message en attente',"
                 " claimed_by = NULL, lease_until = NULL, updated_at = ?"
