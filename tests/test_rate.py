@@ -167,7 +167,8 @@ async def test_restart_with_room_in_the_window_sends_at_once(
     [row_id] = enqueue_texts(settings.database_path, A)
 
     async with running_daemon(settings) as run:
-        await run.until(all_finished(settings.database_path), 2.0, "the send")
+        # A full window would hold it for about 55 s.
+        await run.until(all_finished(settings.database_path), 10.0, "the send")
 
     assert rows(settings.database_path)[row_id]["status"] == "sent"
 
