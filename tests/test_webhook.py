@@ -1479,6 +1479,37 @@ async def test_status_tells_a_failure_after_acceptance_from_a_refusal(
     assert all(f["count"] == 1 for f in report["failures"])
 
 
+async def test_status_counts_a_code_once_whether_refused_or_failed_later(
+    hook: Hook, settings: Settings, queue: QueueDB
+) -> None:
+    """131026 from a send and 131026 from a webhook are one line, which says
+    how many of them Meta had accepted."""
+    accepted = sent_row(queue, A, "wamid.REACH")
+    error = {
+        "code": 131026,
+        "title": "Message undeliverable",
+        "error_data": {"details": "Unable to deliver"},
+    }
+    note = statuses(a_status("wamid.REACH", "failed", T0, accepted, errors=[error]))
+    assert (await hook.notify(note)).status_code == 200
+    [refused] = enqueue_texts(settings.database_path, B)
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as conn:
+        conn.execute(
+            "UPDATE whatsapp_queue SET status = 'failed', error_code = 131026,"
+            " error_message = 'Message undeliverable: Unable to deliver'"
+            " WHERE id = ?",
+            (refused,),
+        )
+        conn.commit()
+
+    report = status.gather(settings, datetime.now(UTC))
+
+    [group] = report["failures"]
+    assert (group["code"], group["count"], group["after_acceptance"]) == (131026, 2, 1)
+    [line] = [t for t in status.render(report).splitlines() if "131026" in t]
+    assert line.endswith("(1 after Meta accepted the message)"), line
+
+
 # -- secrets too short to mask ------------------------------------------------------
 
 

@@ -358,18 +358,22 @@ def _last_sent(db: QueueDB, now: datetime) -> dict[str, Any] | None:
 def _failures(db: QueueDB) -> list[dict[str, Any]]:
     """Failed messages grouped by Meta's error code, with what each means.
 
-    Without a code, a message Meta accepted (it has a wamid: a webhook
-    ``failed``) is told apart from one refused before it was sent.
+    A code is one group, whether Meta refused the send or reported the
+    failure later by webhook; ``after_acceptance`` counts the latter (the
+    message has a wamid). Without a code, the two are told apart, since
+    nothing else says what went wrong.
     """
     rows = db.conn.execute(
-        "SELECT error_code, wamid IS NOT NULL AS accepted, COUNT(*) AS count,"
-        " MAX(updated_at) AS last,"
+        "SELECT error_code, CASE WHEN error_code IS NULL THEN wamid IS NOT NULL"
+        " END AS accepted, COUNT(*) AS count,"
+        " SUM(wamid IS NOT NULL) AS after_acceptance, MAX(updated_at) AS last,"
         " (SELECT error_message FROM whatsapp_queue q2"
         "  WHERE q2.status = 'failed' AND q2.error_code IS q.error_code"
-        "  AND (q2.wamid IS NOT NULL) = (q.wamid IS NOT NULL)"
+        "  AND (q.error_code IS NOT NULL"
+        "   OR (q2.wamid IS NOT NULL) = (q.wamid IS NOT NULL))"
         "  ORDER BY q2.updated_at DESC LIMIT 1) AS example"
         " FROM whatsapp_queue q WHERE status = 'failed'"
-        " GROUP BY error_code, accepted ORDER BY count DESC"
+        " GROUP BY error_code, accepted ORDER BY count DESC, error_code"
     )
     failures = []
     for row in rows:
@@ -385,6 +389,7 @@ def _failures(db: QueueDB) -> list[dict[str, Any]]:
             {
                 "code": code,
                 "count": row["count"],
+                "after_acceptance": int(row["after_acceptance"] or 0),
                 "last": row["last"],
                 "meaning": meaning,
                 "example": row["example"],
@@ -571,7 +576,11 @@ def _render_failures(failures: list[dict[str, Any]]) -> list[str]:
     lines = ["", "Failures by error code:"]
     for failure in failures:
         code = failure["code"] if failure["code"] is not None else "-"
-        lines.append(f"  {code!s:>7} {failure['count']:>7}  {failure['meaning']}")
+        line = f"  {code!s:>7} {failure['count']:>7}  {failure['meaning']}"
+        later = failure["after_acceptance"]
+        if failure["code"] is not None and later:
+            line += f" ({later} after Meta accepted the message)"
+        lines.append(line)
     return lines
 
 
