@@ -326,6 +326,24 @@ async def test_a_compressed_body_is_refused_415_whatever_its_signature(
     assert snapshot(settings.database_path) == before
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+async def test_a_body_that_is_not_what_its_encoding_says_is_one_warning(
+    hook: Hook, settings: Settings, log_file: Path, signed: bool
+) -> None:
+    """ "gzip" over bytes that are not gzip: 401 or 415 as for any compressed
+    body, and no traceback in the log, since anyone can send it."""
+    before = snapshot(settings.database_path)
+    body = b"hello, not gzip"
+    response = await hook.post(
+        body, sign(body) if signed else None, **{"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == (415 if signed else 401)
+    assert snapshot(settings.database_path) == before
+    said = levels(log_file)
+    assert not [text for level, text in said if level in ("ERROR", "CRITICAL")], said
+    assert "Traceback" not in log_file.read_text(encoding="utf-8")
+
+
 async def test_body_larger_than_3_mb_is_refused_413(
     hook: Hook, settings: Settings
 ) -> None:

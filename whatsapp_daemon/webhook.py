@@ -307,7 +307,7 @@ async def _notification(request: web.Request) -> web.Response:
             "Notification du webhook sans signature, refusée",
             extra=logs.ctx(remote=request.remote),
         )
-        return web.Response(status=401, text="missing X-Hub-Signature-256\n")
+        return _unread(401, "missing X-Hub-Signature-256")
     if (request.content_length or 0) > MAX_BODY:
         return _too_large(request)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -317,7 +317,7 @@ async def _notification(request: web.Request) -> web.Response:
             "Notification du webhook compressée, refusée",
             extra=logs.ctx(remote=request.remote, encoding=encoding[:20]),
         )
-        return web.Response(status=415, text="send the body uncompressed\n")
+        return _unread(415, "send the body uncompressed")
     raw = await endpoint.read(request)
     if isinstance(raw, web.Response):
         return raw
@@ -344,7 +344,18 @@ def _too_large(request: web.Request) -> web.Response:
         "Notification du webhook trop grande, refusée",
         extra=logs.ctx(remote=request.remote, limit=MAX_BODY),
     )
-    return web.Response(status=413, text=f"body larger than {MAX_BODY} bytes\n")
+    return _unread(413, f"body larger than {MAX_BODY} bytes")
+
+
+def _unread(status: int, text: str) -> web.Response:
+    """Refuse a request whose body was not read, and close its connection.
+
+    Otherwise aiohttp would read and drop the body to keep the connection
+    open: a body we refused, from anyone, through its decompressor.
+    """
+    answer = web.Response(status=status, text=f"{text}\n")
+    answer.force_close()
+    return answer
 
 
 def make_app(
@@ -483,13 +494,13 @@ async def serve(
 class _HTTPErrors(logging.Handler):
     """aiohttp's request errors, in our log instead of tracebacks on stderr.
 
-    A malformed request (the client's fault) is one DEBUG line; anything
-    else aiohttp reports (a bug) is an ERROR line with its traceback.
+    A malformed request or body (the client's fault) is one DEBUG line;
+    anything else aiohttp reports (a bug) is an ERROR line with its traceback.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
+        if isinstance(error, HttpProcessingError | web.RequestPayloadError):
             logs.logger.debug(
                 "Requête HTTP invalide refusée",
                 extra=logs.ctx(reason=" ".join(str(error).split())[:200]),
