@@ -1729,6 +1729,17 @@ def test_cli_queues_kinds_from_json_and_files(
         pytest.param(
             ["--text", "Oui", "--reply-to", "12345"], Exit.DATA, "reply_to:", id="reply"
         ),
+        pytest.param(
+            [
+                "--kind",
+                "reaction",
+                "--content",
+                json.dumps({"message_id": "", "emoji": "👍"}),
+            ],
+            Exit.DATA,
+            "reaction.message_id: empty; give the wamid.… of the message",
+            id="empty-wamid",
+        ),
         pytest.param(["--kind", "image"], Exit.USAGE, "--content", id="no-content"),
         pytest.param(
             ["--template", "promo", "--preview-url"],
@@ -1813,12 +1824,17 @@ def test_cli_refuses_a_bad_message_in_one_line_and_queues_nothing(
 def test_cli_names_a_missing_content_file(
     tmp_path: Path, enqueue: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    """--content @file that does not exist: one line naming the file."""
+    """--content @file that does not exist: one line naming the option, the
+    file and the fix; nothing queued."""
     done = enqueue("--kind", "image", "--content", f"@{tmp_path / 'absent.json'}")
 
-    assert done.returncode == Exit.DATABASE
+    assert done.returncode == Exit.DATA
     [line] = done.stderr.splitlines()
-    assert "absent.json" in line
+    assert line.endswith(
+        f"--content: {tmp_path / 'absent.json'} cannot be read (No such file or"
+        " directory); check the path after @"
+    ), line
+    assert _stored(tmp_path) == []
 
 
 def test_cli_reads_a_content_file_as_utf8_json_or_says_why_not(
@@ -1869,3 +1885,12 @@ def test_a_send_time_without_a_time_zone_is_refused() -> None:
         api.text_message(TO, "Bonjour", at=datetime(2026, 12, 24, 8, 0))
     aware = api.text_message(TO, "Bonjour", at=datetime(2026, 12, 24, 8, 0, tzinfo=UTC))
     assert aware.scheduled_at == "2026-12-24 08:00:00"
+
+
+def test_a_bad_number_is_told_to_carry_its_country_code() -> None:
+    """The fix fits any country: the number with its code, not +225 only."""
+    with pytest.raises(InvalidMessageError) as caught:
+        api.text_message("+33 6 12", "Bonjour")
+    message = str(caught.value)
+    assert message.startswith('to: "+33 6 12" is not a valid number (')
+    assert message.endswith("write it with its country code, as +2250701020304")

@@ -388,8 +388,8 @@ def _recipient(to: str, region: Region) -> str:
         return phones.normalize(to, region)
     except InvalidMessageError as exc:
         raise InvalidMessageError(
-            f"to: {messages.show(to)} is not a valid number ({exc}); write it as"
-            " +225XXXXXXXXXX"
+            f"to: {messages.show(to)} is not a valid number ({exc}); write it"
+            " with its country code, as +2250701020304"
         ) from None
 
 

@@ -114,7 +114,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=api.CONTENT_KINDS,
         help="a message whose object is given by --content (see the README)",
     )
-    enqueue.add_argument("--language", default="fr", help="template language code")
+    enqueue.add_argument(
+        "--language",
+        default="fr",
+        help="the template's language code, as approved (default: fr)",
+    )
     enqueue.add_argument(
         "--param", action="append", default=[], help="template body parameter, in order"
     )
@@ -395,7 +399,13 @@ def _json_option(option: str, value: str | None) -> Any:
     where = ""
     if value.startswith("@"):
         where = f"{messages.printable(value[1:])} "
-        data = Path(value[1:]).read_bytes()
+        try:
+            data = Path(value[1:]).read_bytes()
+        except OSError as exc:
+            raise InvalidMessageError(
+                f"{option}: {where}cannot be read ({exc.strerror or exc});"
+                " check the path after @"
+            ) from None
         body = data.removeprefix(codecs.BOM_UTF8)
         try:
             text = body.decode("utf-8")

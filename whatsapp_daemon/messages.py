@@ -250,16 +250,22 @@ def _object(
 
 
 def _text(
-    value: Any, path: str, limit: int | None = None, *, strict: bool = False
+    value: Any,
+    path: str,
+    limit: int | None = None,
+    *,
+    strict: bool = False,
+    needs: str = "some text",
 ) -> str:
     """A non-blank string of at most ``limit`` characters.
 
-    ``strict`` also refuses spaces around it (ids Meta compares as given).
+    ``strict`` also refuses spaces around it (ids Meta compares as given);
+    ``needs`` says what to give instead of an empty one.
     """
     text: str = _typed(value, path, str)
     encodable(text, path)
     if not text.strip():
-        raise _fail(path, "empty; give some text", "vide")
+        raise _fail(path, f"empty; give {needs}", "vide")
     if strict and text != text.strip():
         raise _fail(
             path,
@@ -330,7 +336,7 @@ def _link(value: Any, path: str) -> str:
 
 
 def _wamid(value: Any, path: str) -> str:
-    text = _text(value, path)
+    text = _text(value, path, needs="the wamid.… of the message")
     if not WAMID.fullmatch(text):
         raise _fail(
             path,
@@ -382,7 +388,7 @@ def check_media(value: Any, path: str, extras: frozenset[str]) -> dict[str, Any]
             "il faut soit id soit link, pas les deux ni aucun",
         )
     if "id" in media:
-        _text(media["id"], f"{path}.id", strict=True)
+        _text(media["id"], f"{path}.id", strict=True, needs="the id of the upload")
     else:
         _link(media["link"], f"{path}.link")
     if "caption" in media:
