@@ -202,6 +202,39 @@ def test_many_recent_failures_are_a_warning(
     assert check.stdout.startswith("WARNING: 4 messages failed in the last hour")
 
 
+def test_every_warning_is_listed_and_the_first_line_counts_the_others(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """A backlog and many failures: the first line gives the first and says
+    one more; the status lists that one too."""
+    beat(settings, timedelta(seconds=1))
+    old = fmt(datetime.now(UTC) - timedelta(minutes=45))
+    row = insert_raw(
+        settings.database_path, recipient="+2250701020304", body="x", scheduled_at=old
+    )
+    now = fmt(datetime.now(UTC))
+    for i in range(4):
+        insert_raw(
+            settings.database_path, recipient=f"+22507010203{i:02d}", body="x",
+            status="failed", error_code=131026, updated_at=now,
+        )  # fmt: skip
+    limits = {"WHATSAPP_CHECK_FAILURES_PER_HOUR": "3"}
+
+    check = cli("status", "--check", env=limits)
+    shown = cli("status", env=limits)
+    as_json = json.loads(cli("status", "--json", env=limits).stdout)
+
+    assert check.returncode == 1
+    first = check.stdout.splitlines()[0]
+    assert first.startswith(f"WARNING: backlog: message #{row} has waited 45")
+    assert "(and 1 more warnings: see whatsapp-daemon status); running" in first
+    lines = shown.stdout.splitlines()
+    assert lines[0] == first
+    at = lines.index("Warnings:")
+    assert lines[at + 1].startswith("  - 4 messages failed in the last hour")
+    assert len(as_json["health"]["warnings"]) == 2
+
+
 def test_low_disk_space_is_a_warning(
     cli: Run, settings: Settings, holding: InstanceLock
 ) -> None:

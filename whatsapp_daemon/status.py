@@ -92,6 +92,7 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
         "health": found.health.name,
         "exit": int(found.health),
         "reason": found.reason,
+        "warnings": _warnings(report, settings),
     }
     return report
 
@@ -181,6 +182,9 @@ def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdic
             " (see the log)",
         )
     warnings = _warnings(report, settings)
+    if len(warnings) > 1:
+        more = f" (and {len(warnings) - 1} more warnings: see whatsapp-daemon status)"
+        return Verdict(Health.WARNING, f"{warnings[0]}{more}; {running}")
     if warnings:
         return Verdict(Health.WARNING, f"{warnings[0]}; {running}")
     return Verdict(Health.HEALTHY, running)
@@ -503,6 +507,11 @@ def render(status: dict[str, Any]) -> str:
             f"SENDING STOPPED since {stopped.get('since', '?')} UTC:"
             f" {stopped.get('reason', '?')}"
         )
+    others = [w for w in health["warnings"] if not health["reason"].startswith(w)]
+    if others:
+        lines.append("")
+        lines.append("Warnings:")
+        lines += [f"  - {warning}" for warning in others]
     lines.append("")
     lines.append("Queue by status:")
     for name, count in status["counts"].items():
