@@ -157,12 +157,21 @@ def test_sending_stopped_is_critical_with_meta_s_reason(
     """An account-level stop (expired token) is CRITICAL even while running."""
     beat(settings, timedelta(seconds=1))
     set_halt(settings, "jeton d'accès expiré ou invalide")
+    insert_raw(
+        settings.database_path, recipient="+2250701020304", body="x", batch_id="noel"
+    )
 
     check = cli("status", "--check")
+    shown = cli("status").stdout
+    as_json = json.loads(cli("status", "--json").stdout)
 
     assert check.returncode == 2
     assert check.stdout.startswith("CRITICAL: sending stopped since 2026-12-04")
     assert "jeton d'accès expiré" in check.stdout
+    # Nothing leaves, so the batch has no finish time.
+    assert "done about" not in shown
+    assert "0% (nothing leaves: see the first line)" in shown
+    assert [b["finish_estimate"] for b in as_json["batches"]] == [None]
 
 
 def test_an_old_backlog_is_a_warning(

@@ -87,6 +87,9 @@ def gather(settings: Settings, now: datetime) -> dict[str, Any]:
         }
     finally:
         db.close()
+    if report["sending_stopped"] or not running:
+        for batch in report["batches"]:  # nothing leaves: no time to give
+            batch["finish_estimate"] = None
     found = verdict(report, settings, now)
     report["health"] = {
         "health": found.health.name,
@@ -521,7 +524,8 @@ def render(status: dict[str, Any]) -> str:
             "  (unknown: the request may have reached Meta; see README,"
             " 'Messages with an unknown outcome')"
         )
-    lines += _render_batches(status["batches"])
+    sending = status["daemon"]["running"] and not stopped
+    lines += _render_batches(status["batches"], sending)
     lines += _render_failures(status["failures"])
     lines += _render_holds(status["held_templates"])
     lines.append("")
@@ -546,7 +550,7 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
+def _render_batches(batches: list[dict[str, Any]], sending: bool) -> list[str]:
     if not batches:
         return []
     lines = [
@@ -570,7 +574,12 @@ def _render_batches(batches: list[dict[str, Any]]) -> list[str]:
         if finish:
             eta = f", done about {finish} UTC at the configured rate"
         elif b["pending"] + b["processing"]:
-            eta = f" ({b['state']})"
+            own_state = b["state"] != "active" or sending
+            eta = (
+                f" ({b['state']})"
+                if own_state
+                else " (nothing leaves: see the first line)"
+            )
         else:
             eta = ""
         if b["held"]:
