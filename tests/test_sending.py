@@ -387,6 +387,10 @@ async def test_read_timeout_marks_row_unknown_and_never_resends_it(
 
 BAD_ROWS = {
     "recipient 123": ({"recipient": "123", "body": "Bonjour"}, "trop court"),
+    "a million digits": (
+        {"recipient": "9" * 1_000_000, "body": "x"},
+        "numéro trop long",
+    ),
     "empty body": ({"recipient": B, "body": "  "}, "texte vide"),
     "unknown type": (
         {"recipient": C, "message_type": "carousel", "body": "x"},

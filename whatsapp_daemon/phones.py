@@ -24,6 +24,11 @@ _DECIMAL = re.compile(r"^\+?\d{5,}[.,]0+$")
 _TWO_NUMBERS = re.compile(r"\d(?:[\s.\-]?\d){7,}\s*(?:[/;,|&]|\bou\b|\bet\b)\s*\+?\d")
 # Spreadsheet ways of forcing text: ="0701020304" and '0701020304.
 _FORMULA_TEXT = re.compile(r'^="(.*)"$')
+# The longest text read as a number: E.164 has at most 15 digits, and
+# separators, a formula or two numbers in one cell stay far below this.
+# Longer text is refused before any pattern runs (some take time that
+# grows with the square of the length).
+MAX_WRITTEN = 64
 
 _MOBILE = (
     phonenumbers.PhoneNumberType.MOBILE,
@@ -78,6 +83,10 @@ def read(raw: str, region: str | None = "CI", *, convert_old: bool = False) -> P
     refused with that reason.
     """
     text = raw.strip()
+    if len(text) > MAX_WRITTEN:
+        raise InvalidMessageError(
+            f"numéro trop long ({len(text)} caractères, {MAX_WRITTEN} au plus)"
+        )
     wrapped = _FORMULA_TEXT.match(text)
     if wrapped:
         text = wrapped.group(1).strip()
