@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -152,6 +153,44 @@ async def test_restart_with_a_full_window_waits_before_sending(
     assert {row["status"] for row in rows(settings.database_path).values()} == {
         "pending"
     }
+
+
+def test_an_attempt_is_dated_once_the_write_lock_is_held(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Another writer holds the database for a second: the attempt is dated
+    after that wait, when the request can leave, not when its turn came;
+    otherwise a restart would count the window from too early a time."""
+    settings = make_settings()
+    [row_id] = enqueue_texts(settings.database_path, A)
+    db = QueueDB.open(settings.database_path)
+    turn = datetime.now(UTC)
+    db.claim(turn, 1, "test", timedelta(minutes=5))
+    locked, released = threading.Event(), []
+
+    def hold() -> None:
+        with contextlib.closing(
+            sqlite3.connect(settings.database_path, isolation_level=None)
+        ) as other:
+            other.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(1.0)
+            released.append(datetime.now(UTC))
+            other.execute("COMMIT")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait(10)
+    try:
+        db.begin_attempt(row_id, turn, lambda: datetime.now(UTC))
+    finally:
+        holder.join(10)
+    [stamp] = [
+        row[0] for row in db.conn.execute("SELECT attempted_at FROM whatsapp_attempts")
+    ]
+    db.close()
+
+    assert stamp >= fmt_attempt(released[0])
 
 
 @pytest.mark.parametrize(

@@ -396,15 +396,27 @@ class QueueDB:
         claimed = [QueuedMessage(**dict(row)) for row in rows]
         return sorted(claimed, key=lambda message: message.id)
 
-    def begin_attempt(self, message_id: int, now: datetime) -> int:
+    def begin_attempt(
+        self,
+        message_id: int,
+        now: datetime,
+        clock: Callable[[], datetime] | None = None,
+    ) -> int:
         """Record an HTTP attempt about to start; return the attempt number.
 
         If the message's batch was paused or cancelled since the claim, or
         its template was held, no attempt is recorded: the row goes back to
         pending (paused, held) or becomes cancelled, and BatchHeld is raised.
+
+        With ``clock``, the time recorded is read once the write lock is
+        held: waiting for another writer must not date the attempt earlier
+        than the request leaves, or a restart would count the rate's window
+        from too early a time.
         """
-        stamp = fmt(now)
         with self.write() as conn:
+            if clock is not None:
+                now = max(now, clock())
+            stamp = fmt(now)
             held = conn.execute(
                 "SELECT b.state FROM whatsapp_queue q JOIN whatsapp_batches b"
                 " ON b.batch_id = q.batch_id WHERE q.id = ? AND b.state != 'active'"

@@ -196,7 +196,7 @@ async def _attempt(
         # In flight from here on: a stop now lets this attempt finish.
         context.in_flight.add(message.id)
         moment = datetime.fromtimestamp(at, UTC)
-        await context.queue.call(QueueDB.begin_attempt, message.id, moment)
+        await context.queue.call(QueueDB.begin_attempt, message.id, moment, context.now)
         context.pacer.sent(to, at)  # not if its batch or template is held
 
     # Reserve the recipient before queueing at the gate: a message whose
