@@ -23,6 +23,7 @@ from test_sending import (
     running_daemon,
 )
 
+from whatsapp_daemon import logs, messages
 from whatsapp_daemon.logs import ctx, logger
 from whatsapp_daemon.settings import Settings
 
@@ -173,6 +174,35 @@ def test_access_token_is_replaced_by_stars(
     text = "\n".join(logged())
     assert TOKEN not in text
     assert "Bearer ***" in text
+
+
+def test_a_token_escaped_by_json_or_cut_short_is_masked_too(log_path: Path) -> None:
+    """A token holding a quote and a backslash, as JSON escapes it in the
+    context; a long one cut to a value's display length; one added after
+    start-up (a new token read from .env)."""
+    quoted = 'EAAQuote"Back\\slash12345'
+    long = "EAA" + "x9Z" * 80
+    renewed = "EAArenewedTOKEN0123456789"
+    with log_to(log_path, secret=[quoted, long]):
+        logger.error("Échec", extra=ctx(error=f"(#131000) bad token {quoted}"))
+        logger.error("Refusé : %s", messages.show(long))
+        logs.hide(renewed)
+        logger.error("Arrêt", extra=ctx(error=f"Malformed access token {renewed}"))
+    text = log_path.read_text(encoding="utf-8")
+
+    for secret in (quoted, long, renewed):
+        assert secret[: logs.SECRET_HEAD] not in text, text
+    assert json.dumps(quoted)[1:-1] not in text
+    assert text.count("***") == 3, text
+
+
+def test_redaction_leaves_a_secret_s_beginning_alone_in_other_words() -> None:
+    """Only a whole secret, or one cut where the cut shows, is masked."""
+    secret = "whatsapp-verify-2026"
+    text = "whatsapp-verify-2026 whatsapp-verify-1999 whatsapp_queue.INFO"
+    assert logs.redact(text, [secret], "***") == (
+        "*** whatsapp-verify-1999 whatsapp_queue.INFO"
+    )
 
 
 def test_records_below_the_level_are_not_written(log_path: Path) -> None:

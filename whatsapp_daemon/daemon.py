@@ -26,7 +26,7 @@ from .errors import ConfigError, GraphAPIError, InvalidMessageError, WhatsAppDae
 from .graph import GraphClient
 from .limits import RecipientPacer, SendGate
 from .lock import InstanceLock
-from .logs import ctx
+from .logs import ctx, hide
 from .models import CycleReport, QueuedMessage
 from .outcomes import explain
 from .queue import CLEANUP_KEY, HALT_KEY, HEARTBEAT_KEY, AsyncQueue, QueueDB
@@ -376,6 +376,7 @@ class Daemon:
             return
         # Only the token is taken from the new file; other changes need a restart.
         self.settings = self.settings.model_copy(update={"access_token": new})
+        hide(new.get_secret_value())  # before anything can echo it
         self.graph.set_token(new.get_secret_value())
         self.halt = None
         await self._store_halt()

@@ -56,9 +56,11 @@ class MonologFormatter(logging.Formatter):
                 ensure_ascii=False,
                 separators=(",", ":"),
             )
-        for secret in self.secrets:
-            line = line.replace(secret, "***")
-        return line
+        return redact(line, self.secrets, "***")
+
+    def add_secret(self, secret: str) -> None:
+        """Hide one more secret from now on (a token read again from .env)."""
+        self.secrets = _secrets([*self.secrets, secret])
 
     def _context(self, record: logging.LogRecord) -> dict[str, Any]:
         context = dict(getattr(record, "context", None) or {})
@@ -73,6 +75,62 @@ def _secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
     found = [secret] if isinstance(secret, str) else list(secret)
     kept = {s for s in found if len(s) >= MIN_SECRET_LENGTH}
     return tuple(sorted(kept, key=len, reverse=True))
+
+
+# A secret cut short still counts as it from this many characters on, when
+# the cut shows: values are shortened for display (``messages.show`` ends
+# them with "…"), and a reason's first 200 characters end a JSON string.
+SECRET_HEAD = 12
+_CUT_ENDS = ("…", '"')
+
+
+def redact(text: str, secrets: Sequence[str], replacement: str) -> str:
+    """``text`` with each secret replaced, however it was written.
+
+    A secret is found as is, escaped as JSON writes it (a ``"`` or ``\\``
+    in a token), and cut short: its first :data:`SECRET_HEAD` characters
+    or more, up to a "…", a closing quote or the end of the text. Pass the
+    longest secrets first: one may contain another.
+    """
+    for secret in secrets:
+        forms = {
+            secret,
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            json.dumps(secret)[1:-1],
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            text = _hide(text, form, replacement)
+    return text
+
+
+def _hide(text: str, secret: str, replacement: str) -> str:
+    head = secret[:SECRET_HEAD]
+    pieces = []
+    start = found = 0
+    while (found := text.find(head, found)) >= 0:
+        end = found + len(head)
+        while (
+            end < len(text)
+            and end - found < len(secret)
+            and text[end] == secret[end - found]
+        ):
+            end += 1
+        whole = end - found == len(secret)
+        if whole or end == len(text) or text[end] in _CUT_ENDS:
+            pieces += [text[start:found], replacement]
+            start = end
+        found = end
+    pieces.append(text[start:])
+    return "".join(pieces)
+
+
+def hide(secret: str) -> None:
+    """Mask ``secret`` in every line the log writes from now on."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return
+    for handler in logger.handlers:
+        if isinstance(handler.formatter, MonologFormatter):
+            handler.formatter.add_secret(secret)
 
 
 def ctx(**context: Any) -> dict[str, Mapping[str, Any]]:
