@@ -752,3 +752,23 @@ def test_a_batch_named_star_is_held_alone(
         assert db.count_due(_now()) == 0
     finally:
         db.close()
+
+
+def test_half_an_emoji_in_meta_s_error_is_kept_as_an_escape() -> None:
+    """JSON may hold a lone surrogate, which no UTF-8 log or SQLite text can
+    carry: the title, details and trace id keep it as an escape, so a stop
+    is stored and logged instead of failing with it."""
+    body = (
+        b'{"error": {"message": "(#190) Expired \\ud83d", "code": 190,'
+        b' "error_subcode": 463, "error_data": {"details": "x \\udc00"},'
+        b' "fbtrace_id": "A\\ud800"}}'
+    )
+    response = httpx.Response(401, content=body)
+
+    error = graph._graph_error(response)
+
+    assert (error.code, error.subcode) == (190, 463)
+    assert (error.title, error.details) == ("Expired \\ud83d", "x \\udc00")
+    assert error.fbtrace_id == "A\\ud800"
+    for text in (error.title, error.details, error.fbtrace_id, str(error)):
+        text.encode("utf-8")

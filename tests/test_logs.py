@@ -205,6 +205,20 @@ def test_redaction_leaves_a_secret_s_beginning_alone_in_other_words() -> None:
     )
 
 
+def test_a_record_utf8_cannot_carry_is_written_escaped_not_lost(
+    log_path: Path,
+) -> None:
+    """Half an emoji, bytes from a BLOB column: the line is still written."""
+    with log_to(log_path):
+        logger.error("Titre \ud83d", extra=ctx(recipient=b"\xff07", code=b"x"))
+        logger.info("Suivante")
+    lines = log_lines(log_path)
+
+    assert len(lines) == 2, lines
+    assert "Titre \\ud83d" in lines[0]
+    assert '"code":"x"' in lines[0]
+
+
 def test_records_below_the_level_are_not_written(log_path: Path) -> None:
     """At INFO, debug detail stays out of the file."""
     with log_to(log_path, level="INFO"):

@@ -1528,6 +1528,32 @@ async def test_status_counts_a_code_once_whether_refused_or_failed_later(
     assert line.endswith("(1 after Meta accepted the message)"), line
 
 
+async def test_half_an_emoji_in_a_notification_is_stored_and_logged_escaped(
+    hook: Hook, settings: Settings, queue: QueueDB, log_file: Path
+) -> None:
+    """JSON may carry a lone UTF-16 surrogate ("\\ud83d") that UTF-8 cannot:
+    the error is stored and logged with it escaped, nothing is lost, and an
+    unknown id holding one is skipped like any other."""
+    row_id = sent_row(queue, A, "wamid.HALF")
+    error = {"code": 131026, "title": "Undeliverable \ud83d", "message": "x"}
+    raw = json.dumps(
+        statuses(
+            a_status("wamid.HALF", "failed", T0, row_id, errors=[error]),
+            a_status("wamid.\udc00", "delivered", T0),
+        )
+    ).encode()
+    assert b"\\ud83d" in raw  # the escape as Meta would send it
+
+    assert (await hook.post(raw, sign(raw))).status_code == 200
+
+    row = rows(settings.database_path)[row_id]
+    assert (row["status"], row["error_code"]) == ("failed", 131026)
+    assert "Undeliverable \\ud83d" in row["error_message"]
+    said = levels(log_file)
+    assert any(t.startswith("Message non remis") for _, t in said), said
+    assert not [t for level, t in said if level in ("ERROR", "CRITICAL")], said
+
+
 # -- secrets too short to mask ------------------------------------------------------
 
 

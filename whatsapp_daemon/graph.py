@@ -78,7 +78,7 @@ def _describe(exc: httpx.TransportError) -> str:
 def _message_id(response: httpx.Response) -> str:
     """Read ``messages[0].id``; a 2xx without it is an unknown outcome."""
     try:
-        return str(response.json()["messages"][0]["id"])
+        return _storable(response.json()["messages"][0]["id"])
     except (ValueError, KeyError, IndexError, TypeError):
         raise TransportError(
             f"HTTP {response.status_code} without a message id",
@@ -96,15 +96,25 @@ def _graph_error(response: httpx.Response) -> GraphAPIError:
         error = {}
     data = error.get("error_data")
     details = data.get("details", "") if isinstance(data, dict) else ""
+    trace = error.get("fbtrace_id") or response.headers.get("x-fb-trace-id")
     return GraphAPIError(
         http_status=response.status_code,
         code=_int(error.get("code")),
         subcode=_int(error.get("error_subcode")),
-        title=_title(str(error.get("message", ""))),
-        details=str(details or error.get("error_user_msg", "")),
-        fbtrace_id=error.get("fbtrace_id") or response.headers.get("x-fb-trace-id"),
+        title=_title(_storable(error.get("message", ""))),
+        details=_storable(details or error.get("error_user_msg", "")),
+        fbtrace_id=_storable(trace) if trace else None,
         retry_after=_retry_after(response),
     )
+
+
+def _storable(value: Any) -> str:
+    """A text from Meta, with what UTF-8 cannot carry written as escapes.
+
+    JSON may hold half an emoji (``"\\ud83d"``): stored or logged as is,
+    it would fail the write and lose the error it describes.
+    """
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _title(message: str) -> str:

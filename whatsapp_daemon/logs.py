@@ -49,7 +49,9 @@ class MonologFormatter(logging.Formatter):
         line = f"[{stamp}] {CHANNEL}.{record.levelname}: {message}"
         context = self._context(record)
         if context:
-            line += " " + json.dumps(context, ensure_ascii=False, separators=(",", ":"))
+            line += " " + json.dumps(
+                context, ensure_ascii=False, separators=(",", ":"), default=_plain
+            )
         if record.exc_info:
             line += " " + json.dumps(
                 {"exception": self.formatException(record.exc_info)},
@@ -68,6 +70,13 @@ class MonologFormatter(logging.Formatter):
         if self.mask_recipients and isinstance(recipient, str):
             context["recipient"] = mask(recipient)
         return context
+
+
+def _plain(value: Any) -> str:
+    """What JSON cannot write, as text: bytes from a BLOB column, say."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return repr(value)
 
 
 def _secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
@@ -150,7 +159,10 @@ def setup(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     formatter = MonologFormatter(mask_recipients=mask_recipients, secret=secret)
     handlers: list[logging.Handler] = [
-        logging.handlers.WatchedFileHandler(log_path, encoding="utf-8")
+        # Text UTF-8 cannot carry (half an emoji) is escaped, not a lost line.
+        logging.handlers.WatchedFileHandler(
+            log_path, encoding="utf-8", errors="backslashreplace"
+        )
     ]
     if echo:
         handlers.append(logging.StreamHandler(sys.stderr))

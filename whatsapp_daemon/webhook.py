@@ -336,7 +336,38 @@ async def _notification(request: web.Request) -> web.Response:
             extra=logs.ctx(reason=f"not JSON: {type(exc).__name__}", size=len(raw)),
         )
         return _ok()
-    return await endpoint.record(payload)
+    return await endpoint.record(storable(payload))
+
+
+def storable(payload: Any) -> Any:
+    """``payload`` with its texts made writable as UTF-8.
+
+    JSON may carry half an emoji (``"\\ud83d"``), which no UTF-8 file or
+    SQLite text can hold: such a character is written as its escape, so
+    the item is stored and logged instead of failing. The walk keeps its
+    own stack; the parsed JSON is as deep as Python's reader allowed.
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        if isinstance(value, dict):
+            return {clean(key): item for key, item in value.items()}
+        if isinstance(value, list):
+            return list(value)
+        return value
+
+    root = clean(payload)
+    stack = [root] if isinstance(root, dict | list) else []
+    while stack:
+        node = stack.pop()
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in list(children):
+            fixed = clean(item)
+            node[key] = fixed
+            if isinstance(fixed, dict | list):
+                stack.append(fixed)
+    return root
 
 
 def _too_large(request: web.Request) -> web.Response:
