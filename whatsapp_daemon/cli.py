@@ -398,7 +398,8 @@ def _json_option(option: str, value: str | None) -> Any:
     text = value
     where = ""
     if value.startswith("@"):
-        where = f"{messages.printable(value[1:])} "
+        # A file name may hold a line break or an escape sequence.
+        where = f"{status.printable(messages.printable(value[1:]))} "
         try:
             data = Path(value[1:]).read_bytes()
         except OSError as exc:
@@ -600,9 +601,7 @@ def _register_secret(settings: Settings) -> None:
 
 
 def _redact(text: str) -> str:
-    for secret in _SECRETS:
-        text = text.replace(secret, "[jeton masqué]")
-    return text
+    return logs.redact(text, _SECRETS, "[jeton masqué]")
 
 
 def _print_lines(lines: Sequence[str]) -> None:
@@ -622,14 +621,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _batch_list(args: argparse.Namespace) -> int:
     settings = _load()
-    db = _existing_db(settings)
+    db = status.blobs_as_text(_existing_db(settings))
     try:
         summaries = batches.list_batches(db)
     finally:
         db.close()
     if args.json:
         data = [batches.describe(s) for s in summaries]
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(_redact(status.to_json(data, indent=2)))
         return Exit.OK
     if not summaries:
         print("no batch")
@@ -786,7 +785,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = _load()
     report = status.gather(settings, datetime.now(UTC))
     if args.json:
-        print(_redact(json.dumps(report, indent=2, ensure_ascii=False)))
+        print(_redact(status.to_json(report, indent=2)))
     else:
         print(_redact(status.render(report)))
     return Exit.OK
@@ -801,13 +800,12 @@ def _check(args: argparse.Namespace) -> int:
     else:
         verdict = status.check(settings, datetime.now(UTC))
     if args.json:
-        line = json.dumps(
+        line = status.to_json(
             {"health": verdict.health.name, "exit": int(verdict.health),
              "reason": verdict.reason},
-            ensure_ascii=False,
         )  # fmt: skip
     else:
-        line = verdict.line()
+        line = status.printable(verdict.line())  # Meta's titles may hold escapes
     print(_redact(line))
     return int(verdict.health)
 
@@ -824,6 +822,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> int:
+    largest = 2**63 - 1  # SQLite's largest integer, so its largest row id
+    if not -largest - 1 <= args.id <= largest:
+        raise InvalidMessageError(
+            f"id {args.id}: no message has this id (a row id is at most {largest});"
+            " give the id column of the whatsapp_queue row with status unknown"
+        )
     settings = _load()
     db = QueueDB.open(settings.database_path)
     try:

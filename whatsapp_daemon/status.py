@@ -134,9 +134,32 @@ def _open(path: Path) -> QueueDB:
         }
     finally:
         conn.close()
-    db = QueueDB.open(path, migrate=not tables.issuperset(TABLES))
+    db = blobs_as_text(QueueDB.open(path, migrate=not tables.issuperset(TABLES)))
     db.conn.execute(f"PRAGMA busy_timeout = {int(STATUS_WAIT * 1000)}")
     return db
+
+
+def blobs_as_text(db: QueueDB) -> QueueDB:
+    """Have ``db`` read every BLOB as text; return it.
+
+    Another program may bind bytes where the daemon writes text (a batch
+    id, an error message, a time): whatever the table holds, what is shown
+    and what ``--json`` prints is then text.
+    """
+    db.conn.row_factory = _text_row
+    return db
+
+
+def as_text(value: Any) -> Any:
+    """A BLOB as UTF-8 text, each byte it cannot decode as ``\\xNN``;
+    any other value as it is."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value
+
+
+def _text_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> sqlite3.Row:
+    return sqlite3.Row(cursor, tuple(as_text(value) for value in row))
 
 
 def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdict:
@@ -262,7 +285,7 @@ def _state(db: QueueDB, key: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         data = value
     if isinstance(data, dict):
         return data
@@ -319,7 +342,10 @@ def _finish(left: int, batch: dict[str, Any], now: datetime, rate: int) -> str |
     if batch["next_due"]:
         with contextlib.suppress(ValueError):
             start = max(now, parse(batch["next_due"]))
-    return fmt(start + timedelta(minutes=left / rate))
+    try:
+        return fmt(start + timedelta(minutes=left / rate))
+    except OverflowError:  # due at the end of the calendar (9999-12-31)
+        return None
 
 
 def _oldest_due(db: QueueDB, now: datetime) -> dict[str, Any] | None:
@@ -497,6 +523,20 @@ def printable(value: Any) -> Any:
     if isinstance(value, list):
         return [printable(item) for item in value]
     return value
+
+
+_JSON_CONTROL = re.compile(r"[\x7f-\x9f]")
+
+
+def to_json(data: Any, *, indent: int | None = None) -> str:
+    """``data`` as JSON, accents as they are, every control character escaped.
+
+    ``json`` escapes those below U+0020 but lets DEL and the C1 characters
+    (U+0080 to U+009F, a terminal's escape sequences) through: they become
+    ``\\u`` escapes too.
+    """
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return _JSON_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def render(status: dict[str, Any]) -> str:
