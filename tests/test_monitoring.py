@@ -193,17 +193,22 @@ def test_an_old_backlog_is_a_warning(
     assert relaxed.returncode == 0, relaxed.stdout
 
 
+def fail_now(settings: Settings, count: int) -> None:
+    """Insert ``count`` messages that failed just now."""
+    now = fmt(datetime.now(UTC))
+    for i in range(count):
+        insert_raw(
+            settings.database_path, recipient=f"+22507010203{i:02d}", body="x",
+            status="failed", error_code=131026, updated_at=now,
+        )  # fmt: skip
+
+
 def test_many_recent_failures_are_a_warning(
     cli: Run, settings: Settings, holding: InstanceLock
 ) -> None:
     """More failures in the last hour than the threshold: WARNING, exit 1."""
     beat(settings, timedelta(seconds=1))
-    now = fmt(datetime.now(UTC))
-    for i in range(4):
-        insert_raw(
-            settings.database_path, recipient=f"+22507010203{i:02d}", body="x",
-            status="failed", error_code=131026, updated_at=now,
-        )  # fmt: skip
+    fail_now(settings, 4)
 
     check = cli("status", "--check", env={"WHATSAPP_CHECK_FAILURES_PER_HOUR": "3"})
 
@@ -221,12 +226,7 @@ def test_every_warning_is_listed_and_the_first_line_counts_the_others(
     row = insert_raw(
         settings.database_path, recipient="+2250701020304", body="x", scheduled_at=old
     )
-    now = fmt(datetime.now(UTC))
-    for i in range(4):
-        insert_raw(
-            settings.database_path, recipient=f"+22507010203{i:02d}", body="x",
-            status="failed", error_code=131026, updated_at=now,
-        )  # fmt: skip
+    fail_now(settings, 4)
     limits = {"WHATSAPP_CHECK_FAILURES_PER_HOUR": "3"}
 
     check = cli("status", "--check", env=limits)
