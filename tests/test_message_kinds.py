@@ -35,12 +35,12 @@ from test_sending import (
     running_daemon,
 )
 
-from whatsapp_daemon import api, payloads
+from whatsapp_daemon import api, batches, messages, payloads
 from whatsapp_daemon.api import WhatsAppQueue
 from whatsapp_daemon.cli import Exit
 from whatsapp_daemon.errors import InvalidMessageError
 from whatsapp_daemon.messages import show
-from whatsapp_daemon.models import NewMessage
+from whatsapp_daemon.models import NewMessage, QueuedMessage
 from whatsapp_daemon.queue import QueueDB
 from whatsapp_daemon.settings import Settings
 
@@ -1446,18 +1446,45 @@ BAD_ROWS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def insert_rows(
+    path: Path, table: dict[str, tuple[dict[str, Any], str]]
+) -> dict[str, int]:
+    """Insert each row of ``table`` (to TO unless given); their ids by name."""
+    return {
+        name: insert_raw(path, **{"recipient": TO, **columns})
+        for name, (columns, _) in table.items()
+    }
+
+
+def assert_failed_unsent(
+    stored: dict[int, Any],
+    ids: dict[str, int],
+    table: dict[str, tuple[dict[str, Any], str]],
+) -> None:
+    """Each row failed with its table's reason, before any attempt."""
+    for name, row_id in ids.items():
+        assert stored[row_id]["status"] == "failed", name
+        assert table[name][1] in stored[row_id]["error_message"], name
+        assert stored[row_id]["attempts"] == 0, name
+
+
+def claim_stored(path: Path, columns: dict[str, Any]) -> QueuedMessage:
+    """Insert one row with plain SQL (to TO unless given) and claim it."""
+    QueueDB.open(path).close()
+    insert_raw(path, **{"recipient": TO, **columns})
+    db = QueueDB.open(path)
+    [claimed] = db.claim(datetime.now(UTC), 10, "test", LEASE)
+    db.close()
+    return claimed
+
+
 @pytest.mark.parametrize("name", list(BAD_ROWS))
 def test_a_bad_stored_row_fails_to_build_with_a_french_reason(
     tmp_path: Path, name: str
 ) -> None:
     """payloads.build runs the same checks on a row inserted with plain SQL."""
     columns, reason = BAD_ROWS[name]
-    path = tmp_path / "q.sqlite"
-    QueueDB.open(path).close()
-    insert_raw(path, recipient=TO, **columns)
-    db = QueueDB.open(path)
-    [claimed] = db.claim(datetime.now(UTC), 10, "test", LEASE)
-    db.close()
+    claimed = claim_stored(tmp_path / "q.sqlite", columns)
 
     with pytest.raises(InvalidMessageError) as caught:
         payloads.build(claimed, "CI")
@@ -1476,10 +1503,7 @@ async def test_bad_stored_rows_fail_at_send_time_and_nothing_is_sent(
     settings = make_settings(api_base_url=sandbox.url)
     path = settings.database_path
     QueueDB.open(path).close()
-    bad = {
-        name: insert_raw(path, recipient=TO, **columns)
-        for name, (columns, _) in BAD_ROWS.items()
-    }
+    bad = insert_rows(path, BAD_ROWS)
     good = insert_raw(
         path, recipient=TO, message_type="image", content=json.dumps({"link": LINK})
     )
@@ -1489,10 +1513,7 @@ async def test_bad_stored_rows_fail_at_send_time_and_nothing_is_sent(
             await run.until(all_finished(path), what="every row")
 
     stored = rows(path)
-    for name, row_id in bad.items():
-        assert stored[row_id]["status"] == "failed", name
-        assert BAD_ROWS[name][1] in stored[row_id]["error_message"], name
-        assert stored[row_id]["attempts"] == 0, name
+    assert_failed_unsent(stored, bad, BAD_ROWS)
     assert stored[good]["status"] == "sent"
     assert [r["body"]["type"] for r in await sandbox.requests()] == ["image"]
     failures = [x for x in log_lines(log_file) if "Échec de l'envoi du message" in x]
@@ -1894,3 +1915,350 @@ def test_a_bad_number_is_told_to_carry_its_country_code() -> None:
     message = str(caught.value)
     assert message.startswith('to: "+33 6 12" is not a valid number (')
     assert message.endswith("write it with its country code, as +2250701020304")
+
+
+# -- numbers too big for a float, columns not stored as text, wrong types -------------
+
+HUGE = 10**400  # a whole number JSON and Python read, too big to become a float
+
+
+def test_a_huge_whole_number_is_refused_naming_its_field(
+    tmp_path: Path, enqueue: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """No OverflowError: the field, the value shortened and the range, everywhere."""
+    content = '{"latitude": ' + str(HUGE) + ', "longitude": 0}'
+    done = enqueue("--kind", "location", "--content", content)
+    assert done.returncode == Exit.DATA, done.stderr
+    [line] = done.stderr.splitlines()
+    assert "location.latitude: 1000" in line, line
+    assert line.endswith("is outside -90..90; give a value between -90 and 90")
+    assert _stored(tmp_path) == []
+
+    queue = WhatsAppQueue(tmp_path / "api.sqlite")
+    message = refusal(lambda: queue.add_location(TO, HUGE, 0))
+    assert message.startswith("location.latitude: 1000") and "…" in message
+    assert len(message) < 120
+    header = [
+        {
+            "type": "header",
+            "parameters": [
+                {"type": "location", "location": {"latitude": 0, "longitude": -HUGE}}
+            ],
+        }
+    ]
+    message = refusal(lambda: api.template_message(TO, "a", "fr", components=header))
+    assert message.startswith("components[0].parameters[0].location.longitude: -1")
+    assert not (tmp_path / "api.sqlite").exists() or rows(tmp_path / "api.sqlite") == {}
+
+    path = tmp_path / "rows.sqlite"
+    QueueDB.open(path).close()
+    insert_raw(path, recipient=TO, message_type="location", content=content)
+    db = QueueDB.open(path)
+    [claimed] = db.claim(datetime.now(UTC), 10, "test", LEASE)
+    db.close()
+    with pytest.raises(InvalidMessageError) as caught:
+        payloads.build(claimed, "CI")
+    assert str(caught.value).startswith("location.latitude : 1000")
+    assert str(caught.value).endswith("… hors de -90..90")
+
+
+# Rows whose text columns another program stored as BLOBs that are not UTF-8
+# text: (columns, the French reason naming the column).
+LOCATION = json.dumps({"latitude": 5.3364, "longitude": -4.0267})
+BLOB_ROWS: dict[str, tuple[dict[str, Any], str]] = {
+    "content not UTF-8": (
+        {"message_type": "location", "content": b"\xff{"},
+        "content : pas du texte UTF-8 (BLOB, octet 0xff en position 0)",
+    ),
+    "content in UTF-16": (
+        {"message_type": "location", "content": LOCATION.encode("utf-16")},
+        "content : pas du texte UTF-8 (BLOB, octet 0xff en position 0)",
+    ),
+    "content in UTF-16 without its BOM": (
+        {"message_type": "location", "content": LOCATION.encode("utf-16-le")},
+        "content : pas du texte UTF-8 (BLOB, octet nul en position 1",
+    ),
+    "body not UTF-8": (
+        {"body": b"\xff\xfe"},
+        "body : pas du texte UTF-8 (BLOB, octet 0xff en position 0)",
+    ),
+    "body in Latin-1": (
+        {"body": "Reçu".encode("latin-1")},
+        "body : pas du texte UTF-8 (BLOB, octet 0xe7 en position 2)",
+    ),
+    "template_params in Latin-1": (
+        {
+            "message_type": "template",
+            "template_name": "promo",
+            "template_language": "fr",
+            "template_params": '["Aïcha"]'.encode("latin-1"),
+        },
+        "template_params : pas du texte UTF-8",
+    ),
+    "template_name not UTF-8": (
+        {
+            "message_type": "template",
+            "template_name": b"promo\xff",
+            "template_language": "fr",
+        },
+        "template_name : pas du texte UTF-8",
+    ),
+    "reply_to not UTF-8": (
+        {"body": "Oui", "reply_to": b"wamid.\xff"},
+        "reply_to : pas du texte UTF-8",
+    ),
+    "message_type not UTF-8": (
+        {"message_type": b"\xfftext", "body": "Oui"},
+        "message_type : pas du texte UTF-8",
+    ),
+    "recipient in UTF-16": (
+        {"recipient": TO.encode("utf-16"), "body": "Oui"},
+        "recipient : pas du texte UTF-8",
+    ),
+    "an image's unused body not UTF-8": (
+        {
+            "message_type": "image",
+            "content": json.dumps({"link": LINK}),
+            "body": b"\xff",
+        },
+        "body : pas du texte UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BLOB_ROWS))
+def test_a_blob_that_is_not_utf8_text_fails_its_row_naming_the_column(
+    tmp_path: Path, name: str
+) -> None:
+    """Not "texte vide", not "plus de 4300 chiffres", and never sent as read."""
+    columns, reason = BLOB_ROWS[name]
+    path = tmp_path / "q.sqlite"
+    claimed = claim_stored(path, columns)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        types = conn.execute(
+            "SELECT typeof(recipient), typeof(message_type), typeof(body),"
+            " typeof(template_name), typeof(template_params), typeof(content),"
+            " typeof(reply_to) FROM whatsapp_queue"
+        ).fetchone()
+    assert "blob" in types  # stored as the PHP application's PDO LOB would
+
+    with pytest.raises(InvalidMessageError) as caught:
+        payloads.build(claimed, "CI")
+
+    assert reason in str(caught.value)
+
+
+def test_json_read_from_bytes_that_are_not_utf8_is_not_called_too_many_digits() -> None:
+    """why_not_json tells a decoding error from a number too long to read."""
+
+    with pytest.raises(ValueError) as caught:
+        json.loads(b"\xff{")
+    reason, _, french = messages.why_not_json(caught.value, "write valid JSON")
+    assert "digits" not in reason and "chiffres" not in french
+    assert "UTF-8" in reason and "UTF-8" in french
+
+
+async def test_blob_columns_fail_or_send_as_the_text_they_hold(
+    start_sandbox: StartSandbox, make_settings: Callable[..., Settings]
+) -> None:
+    """The daemon fails each BLOB that is not UTF-8 text, before any attempt and
+    without an internal error, and sends a row whose BLOBs hold UTF-8 text."""
+    sandbox = await start_sandbox()
+    settings = make_settings(api_base_url=sandbox.url)
+    path = settings.database_path
+    QueueDB.open(path).close()
+    bad = insert_rows(path, BLOB_ROWS)
+    huge = insert_raw(
+        path,
+        recipient=TO,
+        message_type="location",
+        content='{"latitude": 0, "longitude": ' + str(HUGE) + "}",
+    )
+    good = insert_raw(
+        path,
+        recipient=b"+2250701020305",
+        message_type=b"image",
+        content=json.dumps({"link": LINK, "caption": "Reçu"}).encode(),
+    )
+
+    with log_to(settings.log_path) as log_file:
+        async with running_daemon(settings) as run:
+            await run.until(all_finished(path), what="every row")
+
+    stored = rows(path)
+    assert_failed_unsent(stored, bad, BLOB_ROWS)
+    assert stored[huge]["status"] == "failed"
+    assert stored[huge]["error_message"].startswith("location.longitude : 1000")
+    assert stored[good]["status"] == "sent"
+    [sent] = [r["body"] for r in await sandbox.requests()]
+    assert (sent["to"], sent["type"]) == ("2250701020305", "image")
+    assert sent["image"] == {"link": LINK, "caption": "Reçu"}
+    failures = [x for x in log_lines(log_file) if "Échec de l'envoi du message" in x]
+    assert len(failures) == len(bad) + 1
+    assert not any("erreur interne" in x for x in failures)
+
+
+# Arguments of the wrong type: (a call on an empty queue, the field it names).
+WRONG_TYPES: dict[str, tuple[Callable[[WhatsAppQueue], object], str]] = {
+    "a text as template params": (
+        lambda q: q.add_template(TO, "t", "fr", "Aya"),
+        'params: "Aya" is not a list',
+    ),
+    "a number among template params": (
+        lambda q: q.add_template(TO, "t", "fr", ["Aya", 15000]),
+        "param 2: 15000 is not a text",
+    ),
+    "no template params": (
+        lambda q: q.add_template(TO, "t", "fr", None),
+        "params: null is not a list",
+    ),
+    "bytes as a template name": (
+        lambda q: q.add_template(TO, b"promo", "fr"),
+        "template_name: b'promo' is not a text",
+    ),
+    "a number as the recipient": (
+        lambda q: q.add_text(2250701020304, "hi"),
+        "to: 2250701020304 is not a text",
+    ),
+    "a number as the region": (
+        lambda q: WhatsAppQueue(q.path, region=225),
+        "region: 225 is not a text",
+    ),
+    "a number as the text": (
+        lambda q: q.add_text(TO, 5),
+        "text: 5 is not a text",
+    ),
+    "a number as an image's body": (
+        lambda q: q.add_message(TO, "image", content={"link": LINK}, body=0),
+        "body: 0 is not a text",
+    ),
+    "bytes as the kind": (
+        lambda q: q.add_message(TO, b"text", body="hi"),
+        "message_type: b'text' is not a kind of message",
+    ),
+    "a list as a media kind": (
+        lambda q: q.add_media(TO, ["image"], link=LINK),
+        'kind: ["image"] is not a media kind',
+    ),
+    "a text as preview_url": (
+        lambda q: q.add_text(TO, "hi", preview_url="no"),
+        'preview_url: "no" is not True or False',
+    ),
+    "a number as reply_to": (
+        lambda q: q.add_text(TO, "hi", reply_to=123),
+        "reply_to: 123 is not a text",
+    ),
+    "a send time out of the calendar in UTC": (
+        lambda q: q.add_text(
+            TO, "hi", at=datetime.fromisoformat("0001-01-01T00:00:00+05:00")
+        ),
+        "at: 0001-01-01T00:00:00+05:00 is out of range",
+    ),
+    "a send time before the year 1000": (
+        lambda q: q.add_text(TO, "hi", at=datetime(999, 12, 31, tzinfo=UTC)),
+        "at: 0999-12-31T00:00:00+00:00 is out of range",
+    ),
+    "a date as the send time": (
+        lambda q: q.add_text(TO, "hi", at=datetime(2026, 12, 24).date()),
+        "at: datetime.date(2026, 12, 24) is not a datetime",
+    ),
+    "a text as the send time": (
+        lambda q: q.add_text(TO, "hi", at="2026-12-24 08:00"),
+        'at: "2026-12-24 08:00" is not a datetime',
+    ),
+    "no contacts": (
+        lambda q: q.add_contacts(TO, None),
+        "contacts: null is not a list",
+    ),
+    "one card instead of a list": (
+        lambda q: q.add_contacts(TO, CONTACT),
+        "contacts: {",
+    ),
+    "a button without a title": (
+        lambda q: q.add_buttons(TO, "b", [("a",)]),
+        'buttons[0]: ["a"] is not an (id, title) pair',
+    ),
+    "a text as a button": (
+        lambda q: q.add_buttons(TO, "b", ["ab"]),
+        'buttons[0]: "ab" is not an (id, title) pair',
+    ),
+    "a number as a header": (
+        lambda q: q.add_buttons(TO, "b", [("a", "A")], header=5),
+        "header: 5 is neither a text nor an object",
+    ),
+    "a text as the sections": (
+        lambda q: q.add_list(TO, "b", "Voir", "Livraison"),
+        'sections: "Livraison" is not a list',
+    ),
+    "a number as a section": (
+        lambda q: q.add_list(TO, "b", "Voir", [5]),
+        "sections[0]: 5 is not an object",
+    ),
+    "pairs as the interactive object": (
+        lambda q: q.add_interactive(TO, [("type", "button")]),
+        'interactive: [["type", "button"]] is not an object',
+    ),
+    "an object as the components": (
+        lambda q: q.add_template(
+            TO, "t", "fr", components={"components": TEMPLATE_COMPONENTS}
+        ),
+        'components: {"components":',
+    ),
+    "a number as the batch": (
+        lambda q: q.add_text(TO, "hi", batch_id=2026),
+        "batch_id: 2026 is not a batch id",
+    ),
+    "one message, not a list": (
+        lambda q: q.add(api.text_message(TO, "hi")),
+        "messages: a NewMessage is not a list of messages",
+    ),
+    "a text among the messages": (
+        lambda q: q.add(["Bonjour"]),
+        'messages[0]: "Bonjour" is not a message',
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_TYPES))
+def test_an_argument_of_the_wrong_type_is_refused_naming_it(
+    tmp_path: Path, name: str
+) -> None:
+    """One InvalidMessageError (field, value, fix), never another exception,
+    never a wrong message queued."""
+    call, says = WRONG_TYPES[name]
+    path = tmp_path / "q.sqlite"
+    queue = WhatsAppQueue(path)
+
+    message = refusal(lambda: call(queue))
+
+    assert message.startswith(says), message
+    assert any(word in message for word in ("give", "write", "make", "use"))
+    assert not path.exists() or rows(path) == {}
+
+
+@pytest.mark.parametrize(
+    "batch_id",
+    ["noel-2026", "a" * 64, "lot\nsuivant", "lot\x1b[31m", "x" * 100_000, "-noel",
+     "a" * 65, "noël", ""],
+)  # fmt: skip
+def test_the_api_refuses_the_batch_ids_the_command_line_refuses(
+    tmp_path: Path, batch_id: str
+) -> None:
+    """Both use batches.check_batch_id: the same ids are kept and refused."""
+
+    try:
+        batches.check_batch_id(batch_id)
+        cli_refuses = False
+    except InvalidMessageError:
+        cli_refuses = True
+    queue = WhatsAppQueue(tmp_path / "q.sqlite")
+
+    if cli_refuses:
+        message = refusal(lambda: queue.add_text(TO, "Bonjour", batch_id=batch_id))
+        assert message.startswith("batch_id: ") and len(message) < 200
+        assert message.endswith("e.g. noel-2026")
+        assert not (tmp_path / "q.sqlite").exists()
+    else:
+        row_id = queue.add_text(TO, "Bonjour", batch_id=batch_id)
+        assert rows(tmp_path / "q.sqlite")[row_id]["batch_id"] == batch_id
+    assert cli_refuses == (batch_id not in ("noel-2026", "a" * 64))

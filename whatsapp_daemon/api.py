@@ -7,7 +7,8 @@
 Every function checks the message with :func:`messages.check`, the very
 checks the daemon runs again before sending, and raises
 :class:`InvalidMessageError` with one line naming the field, the value and
-the fix. Each takes ``reply_to`` (the wamid of a message this one answers,
+the fix; so does an argument of the wrong type (a number for a text, a
+text for a list). Each takes ``reply_to`` (the wamid of a message this one answers,
 sent as ``context.message_id``), ``batch_id`` and ``at`` (the send time).
 """
 
@@ -19,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import messages, phones
+from . import batches, messages, phones
 from .errors import InvalidMessageError
 from .models import MessageType, NewMessage
 from .queue import QueueDB
 from .times import fmt
 
 Region = str | None
+FIRST_YEAR = 1000  # the first year of a send time the table can hold
 # The kinds whose whole object is given as ``content`` (``--kind`` in the CLI).
 CONTENT_KINDS = tuple(
     kind.value
@@ -56,20 +58,36 @@ def message(
     in a stored row, and not stored.
     """
     recipient = _recipient(to, region)
-    if at is not None and at.tzinfo is None:
+    scheduled_at = _send_time(at)
+    if not isinstance(kind, str) or kind not in messages.KINDS:
         raise InvalidMessageError(
-            f"at: {at:%Y-%m-%d %H:%M} has no time zone, so its moment is unknown;"
-            " give an aware datetime, e.g. tzinfo=ZoneInfo('Africa/Abidjan')"
+            f"message_type: {messages.show(kind)} is not a kind of message; write"
+            f" one of {', '.join(messages.KINDS)}"
         )
-    stored = _json("content", content)
-    template_params = _json("params", list(params)) if params else None
-    if batch_id is not None:
-        messages.encodable(str(batch_id), "batch_id")
     if kind == MessageType.TEXT:
-        template_name = template_language = template_params = None
+        template_name = template_language = None
         params = ()
     elif kind == MessageType.TEMPLATE:
         body = None
+    unused = f"None: a {kind} message does not use it"
+    if kind == MessageType.TEXT:
+        _optional_text(body, "text", "the message's text")
+    else:
+        _optional_text(body, "body", unused)
+    template = kind == MessageType.TEMPLATE
+    _optional_text(
+        template_name, "template_name", "its name as approved" if template else unused
+    )
+    _optional_text(
+        template_language,
+        "template_language",
+        "the code it was approved in, such as fr" if template else unused,
+    )
+    _optional_text(reply_to, "reply_to", "the wamid.… of the message, or None")
+    _check_batch(batch_id)
+    _check_params(params)
+    stored = _json("content", content)
+    template_params = _json("params", list(params)) if params else None
     messages.check(
         kind,
         body=body,
@@ -87,7 +105,7 @@ def message(
         template_language=template_language.strip() if template_language else None,
         template_params=tuple(params),
         batch_id=batch_id,
-        scheduled_at=fmt(at) if at else None,
+        scheduled_at=scheduled_at,
         content=stored,
         reply_to=reply_to,
     )
@@ -104,6 +122,11 @@ def text_message(
     at: datetime | None = None,
 ) -> NewMessage:
     """Validate a free-form text; ``preview_url`` shows a link's preview."""
+    if not isinstance(preview_url, bool):
+        raise InvalidMessageError(
+            f"preview_url: {messages.show(preview_url)} is not True or False;"
+            " give True to show a link's preview, or False"
+        )
     return message(
         to,
         MessageType.TEXT,
@@ -135,7 +158,12 @@ def template_message(
     (Meta's list of header, body and button components) replaces them for
     any other parameter. ``language_policy`` is ``"deterministic"`` or None.
     """
-    content: Any = components
+    if components is not None and not _is_list(components):
+        raise InvalidMessageError(
+            f"components: {messages.show(components)} is not a list; give the"
+            ' list of components, as [{"type": "body", "parameters": [...]}]'
+        )
+    content: Any = None if components is None else list(components)
     if language_policy is not None:
         content = {"language_policy": language_policy}
         if components is not None:
@@ -173,7 +201,7 @@ def media_message(
     Meta's media upload); ``caption`` only for an image, video or document,
     ``filename`` only for a document.
     """
-    if kind not in messages.MEDIA_EXTRAS:
+    if not isinstance(kind, str) or kind not in messages.MEDIA_EXTRAS:
         raise InvalidMessageError(
             f"kind: {messages.show(kind)} is not a media kind; write one of"
             f" {', '.join(messages.MEDIA_EXTRAS)}"
@@ -230,6 +258,11 @@ def contacts_message(
     at: datetime | None = None,
 ) -> NewMessage:
     """Validate 1 to 5 contact cards, as Meta's contact objects."""
+    if not _is_list(contacts):
+        raise InvalidMessageError(
+            f"contacts: {messages.show(contacts)} is not a list of contact cards;"
+            ' give a list, as [{"name": {"formatted_name": "Aya Kouassi"}}]'
+        )
     return message(
         to,
         MessageType.CONTACTS,
@@ -277,6 +310,11 @@ def interactive_message(
     Its ``type`` is one of button, list, cta_url, flow, product,
     product_list, catalog_message, order_details and order_status.
     """
+    if not isinstance(interactive, Mapping):
+        raise InvalidMessageError(
+            f"interactive: {messages.show(interactive)} is not an object; give"
+            ' Meta\'s interactive object as a dict, as {"type": "button", ...}'
+        )
     return message(
         to,
         MessageType.INTERACTIVE,
@@ -305,6 +343,17 @@ def buttons_message(
     ``header`` is a text, or Meta's header object for an image, video or
     document (``{"type": "image", "image": {"link": "https://…"}}``).
     """
+    if not _is_list(buttons):
+        raise InvalidMessageError(
+            f"buttons: {messages.show(buttons)} is not a list; give the buttons as"
+            ' (id, title) pairs, as [("oui", "Oui"), ("non", "Non")]'
+        )
+    for number, pair in enumerate(buttons):
+        if not _is_list(pair) or len(pair) != 2:
+            raise InvalidMessageError(
+                f"buttons[{number}]: {messages.show(pair)} is not an (id, title)"
+                ' pair; give each button as ("oui", "Oui")'
+            )
     action = {
         "buttons": [
             {"type": "reply", "reply": {"id": button_id, "title": title}}
@@ -339,6 +388,17 @@ def list_message(
     A section is ``{"title": "…", "rows": [{"id": "…", "title": "…",
     "description": "…"}]}``; 10 rows at most in all.
     """
+    if not _is_list(sections):
+        raise InvalidMessageError(
+            f"sections: {messages.show(sections)} is not a list; give a list of"
+            ' sections, as [{"title": "…", "rows": [{"id": "…", "title": "…"}]}]'
+        )
+    for number, section in enumerate(sections):
+        if not isinstance(section, Mapping):
+            raise InvalidMessageError(
+                f"sections[{number}]: {messages.show(section)} is not an object;"
+                ' give each section as {"title": "…", "rows": [...]}'
+            )
     action = {"button": button, "sections": [dict(s) for s in sections]}
     return interactive_message(
         to,
@@ -360,8 +420,14 @@ def _interactive(
     interactive: dict[str, Any] = {"type": kind}
     if isinstance(header, str):
         interactive["header"] = {"type": "text", "text": header}
-    elif header is not None:
+    elif isinstance(header, Mapping):
         interactive["header"] = dict(header)
+    elif header is not None:
+        raise InvalidMessageError(
+            f"header: {messages.show(header)} is neither a text nor an object;"
+            ' give a text, or Meta\'s header object, as {"type": "image",'
+            ' "image": {"link": "https://…"}}'
+        )
     interactive["body"] = {"text": body}
     if footer is not None:
         interactive["footer"] = {"text": footer}
@@ -384,6 +450,12 @@ def _json(name: str, value: Any) -> str | None:
 
 
 def _recipient(to: str, region: Region) -> str:
+    _check_region(region)
+    if not isinstance(to, str):
+        raise InvalidMessageError(
+            f"to: {messages.show(to)} is not a text; write the number as a text,"
+            ' with its country code, as "+2250701020304"'
+        )
     try:
         return phones.normalize(to, region)
     except InvalidMessageError as exc:
@@ -391,6 +463,95 @@ def _recipient(to: str, region: Region) -> str:
             f"to: {messages.show(to)} is not a valid number ({exc}); write it"
             " with its country code, as +2250701020304"
         ) from None
+
+
+def _check_region(region: Region) -> None:
+    if region is not None and not isinstance(region, str):
+        raise InvalidMessageError(
+            f"region: {messages.show(region)} is not a text; give a two-letter"
+            ' country code, as "CI", or None to refuse numbers without a'
+            " country code"
+        )
+
+
+def _send_time(at: datetime | None) -> str | None:
+    """The table's UTC text for ``at``, a send time with its time zone."""
+    if at is None:
+        return None
+    if not isinstance(at, datetime):
+        raise InvalidMessageError(
+            f"at: {messages.show(at)} is not a datetime; give an aware datetime,"
+            " e.g. datetime(2026, 12, 24, 8, 0, tzinfo=ZoneInfo('Africa/Abidjan'))"
+        )
+    if at.utcoffset() is None:
+        raise InvalidMessageError(
+            f"at: {at:%Y-%m-%d %H:%M} has no time zone, so its moment is unknown;"
+            " give an aware datetime, e.g. tzinfo=ZoneInfo('Africa/Abidjan')"
+        )
+    try:
+        utc = at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    # The table writes a year in four digits: before 1000 it would not be
+    # read as a time, and the row would fail.
+    if utc is None or utc.year < FIRST_YEAR:
+        raise InvalidMessageError(
+            f"at: {at.isoformat()} is out of range once in UTC; give a time"
+            f" between the years {FIRST_YEAR} and 9999"
+        )
+    return fmt(utc)
+
+
+def _check_batch(batch_id: str | None) -> None:
+    """Refuse what the command line's ``--batch`` refuses."""
+    if batch_id is None:
+        return
+    if isinstance(batch_id, str):
+        try:
+            batches.check_batch_id(batch_id)
+            return
+        except InvalidMessageError:
+            pass
+    raise InvalidMessageError(
+        f"batch_id: {messages.show(batch_id)} is not a batch id; use 1 to 64"
+        " letters, digits, '.', '_' or '-' (starting with a letter or digit),"
+        " e.g. noel-2026"
+    )
+
+
+def _optional_text(value: Any, name: str, what: str) -> None:
+    """Refuse a value that is neither a text nor None; ``what`` is the fix."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidMessageError(
+            f"{name}: {messages.show(value)} is not a text; give {what}"
+        )
+
+
+def _check_params(params: Any) -> None:
+    """Refuse anything but a list or tuple of texts (a text is not one)."""
+    if not _is_list(params):
+        raise InvalidMessageError(
+            f"params: {messages.show(params)} is not a list; give the body's"
+            ' parameters as a list of texts, as ["Aya", "15 000"], or () for none'
+        )
+    for index, value in enumerate(params, start=1):
+        if not isinstance(value, str):
+            raise InvalidMessageError(
+                f"param {index}: {messages.show(value)} is not a text; write each"
+                ' parameter as a text, as "15 000"'
+            )
+
+
+def _kind_of(value: Any) -> str:
+    """A value quoted, or its type's name when it is a message."""
+    if isinstance(value, NewMessage):
+        return "a NewMessage"
+    return messages.show(value)
+
+
+def _is_list(value: Any) -> bool:
+    """A list or a tuple: text and bytes, sequences of characters, are not."""
+    return isinstance(value, list | tuple)
 
 
 class WhatsAppQueue:
@@ -402,14 +563,32 @@ class WhatsAppQueue:
     """
 
     def __init__(self, path: Path | str, *, region: Region = "CI") -> None:
+        _check_region(region)
         self.path = Path(path)
         self.region = region
 
     def add(self, messages: Iterable[NewMessage]) -> list[int]:
-        """Insert messages in one transaction; return their row ids."""
+        """Insert messages in one transaction; return their row ids.
+
+        Each is a :class:`NewMessage` made by a function of this module;
+        anything else is refused before a row is written.
+        """
+        if isinstance(messages, NewMessage) or not isinstance(messages, Iterable):
+            raise InvalidMessageError(
+                f"messages: {_kind_of(messages)} is not a list of messages; give a"
+                " list, as [text_message(...)], even for one message"
+            )
+        made = list(messages)
+        for number, item in enumerate(made):
+            if not isinstance(item, NewMessage):
+                raise InvalidMessageError(
+                    f"messages[{number}]: {_kind_of(item)} is not a message; make"
+                    " each with a function of whatsapp_daemon.api, such as"
+                    " text_message"
+                )
         db = QueueDB.open(self.path)
         try:
-            return db.enqueue(messages, datetime.now(UTC))
+            return db.enqueue(made, datetime.now(UTC))
         finally:
             db.close()
 

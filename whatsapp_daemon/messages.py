@@ -301,12 +301,15 @@ def _number(value: Any, path: str, low: float, high: float) -> float:
             f"{show(value)} is not a number; write it without quotes, like 5.36",
             f"nombre attendu, reçu {show(value)}",
         )
-    if not math.isfinite(value):
+    # A whole number is compared as it is: converting one of hundreds of
+    # digits to a float would overflow.
+    if isinstance(value, float) and not math.isfinite(value):
         raise _not_finite(path, value)
     if not low <= value <= high:
         raise _fail(
             path,
-            f"{show(value)} is outside {low:g}..{high:g}; give a value in range",
+            f"{show(value)} is outside {low:g}..{high:g}; give a value between"
+            f" {low:g} and {high:g}",
             f"{show(value)} hors de {low:g}..{high:g}",
         )
     return float(value)
@@ -1033,7 +1036,8 @@ def check_template(
 
 # What ``json.loads`` raises on text it cannot read: JSONDecodeError, a
 # number of more digits than Python converts, a key twice in one object
-# (DuplicateKey), or nesting deeper than its stack.
+# (DuplicateKey), bytes that are not in the encoding it detects
+# (UnicodeDecodeError), or nesting deeper than its stack.
 JSON_ERRORS = (ValueError, RecursionError)
 
 
@@ -1080,11 +1084,87 @@ def why_not_json(error: Exception, fix: str) -> tuple[str, str, str]:
             "nest fewer lists and objects",
             "imbrication trop profonde",
         )
-    digits = sys.get_int_max_str_digits()
-    return (
-        f"a number has more than {digits:,} digits",
-        "write it with fewer digits, or as a string",
-        f"nombre de plus de {digits} chiffres",
+    if isinstance(error, UnicodeDecodeError):
+        byte, at = _bad_byte(error)
+        return (
+            f"not UTF-8 text: byte 0x{byte:02x} at offset {at}",
+            "save it as UTF-8",
+            f"pas du texte UTF-8 : octet 0x{byte:02x} en position {at}",
+        )
+    if "integer string conversion" in str(error):
+        digits = sys.get_int_max_str_digits()
+        return (
+            f"a number has more than {digits:,} digits",
+            "write it with fewer digits, or as a string",
+            f"nombre de plus de {digits} chiffres",
+        )
+    reason = printable(str(error)) or type(error).__name__
+    return reason, fix, reason
+
+
+def _bad_byte(error: UnicodeDecodeError) -> tuple[int, int]:
+    """The first byte a decoder refused, and its offset."""
+    return error.object[error.start], error.start
+
+
+def stored_text(value: Any, column: str, *, numbers: bool = False) -> str | None:
+    """Read a text column of a stored row: its text, or None when NULL.
+
+    SQLite returns a BLOB as bytes, whatever the column's declared type (the
+    queue's connection decodes TEXT values only), and a number as a number
+    in a column declared without the TEXT type. A BLOB holding UTF-8 text is
+    that text; any other BLOB (another encoding, such as UTF-16, which puts
+    NUL bytes in the text) is refused, naming the column, and so is a number
+    unless ``numbers`` (a phone number) reads it as written by ``str``.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, bytes):
+        decoded = _decode_blob(value)
+        if isinstance(decoded, str):
+            return decoded
+        raise _not_utf8(column, value, *decoded)
+    if isinstance(value, int | float):
+        raise _not_utf8(column, value, "a number", "un nombre")
+    raise _not_utf8(column, value, type(value).__name__, type(value).__name__)
+
+
+def blob_text(value: Any) -> Any:
+    """Return a BLOB that :func:`stored_text` reads as that text; any other
+    value (text, None, a number, a BLOB it refuses) as it is, to be refused
+    with its column named when the row is checked."""
+    if isinstance(value, bytes):
+        decoded = _decode_blob(value)
+        return decoded if isinstance(decoded, str) else value
+    return value
+
+
+def _decode_blob(blob: bytes) -> str | tuple[str, str]:
+    """A BLOB's UTF-8 text, or why it is not UTF-8 text, in English and French."""
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte, at = _bad_byte(exc)
+        return (
+            f"a BLOB: byte 0x{byte:02x} at offset {at}",
+            f"BLOB, octet 0x{byte:02x} en position {at}",
+        )
+    if "\x00" in text:
+        at = blob.index(0)
+        return (
+            f"a BLOB: a NUL byte at offset {at}, as in UTF-16",
+            f"BLOB, octet nul en position {at}, comme en UTF-16",
+        )
+    return text
+
+
+def _not_utf8(column: str, value: Any, english: str, french: str) -> Problem:
+    return _fail(
+        column,
+        f"{show(value)} is not UTF-8 text ({english}); store the text in UTF-8",
+        f"pas du texte UTF-8 ({french})",
     )
 
 
@@ -1126,19 +1206,24 @@ KINDS = tuple(kind.value for kind in MessageType)
 def check(
     message_type: Any,
     *,
-    body: str | None,
-    template_name: str | None,
-    template_language: str | None,
-    template_params: str | None,
-    content: str | None,
-    reply_to: str | None,
+    body: Any,
+    template_name: Any,
+    template_language: Any,
+    template_params: Any,
+    content: Any,
+    reply_to: Any,
 ) -> Built:
     """Check the stored columns of one message and build Meta's object.
 
-    Columns a text or a template row does not use (a text's template
-    columns, a template's ``body``) are ignored, as they always were; the
-    other kinds refuse them. The object built is strict JSON in UTF-8.
+    Each column is as SQLite returns it: text, None, or, from a row another
+    program wrote, a BLOB's bytes or a number, which :func:`stored_text`
+    reads or refuses. Columns a text or a template row does not use (a
+    text's template columns, a template's ``body``) are ignored, as they
+    always were, whatever they hold; the other kinds refuse them. The object
+    built is strict JSON in UTF-8.
     """
+    if isinstance(message_type, bytes):
+        message_type = stored_text(message_type, "message_type")
     kind = message_type if isinstance(message_type, str) else ""
     if kind not in KINDS:
         raise Problem(
@@ -1146,12 +1231,19 @@ def check(
             f" one of {', '.join(KINDS)}",
             f"message_type inconnu « {message_type} » ({', '.join(KINDS)})",
         )
+    reply_to = stored_text(reply_to, "reply_to")
     quoted = None if reply_to is None or not reply_to.strip() else reply_to
     if quoted is not None:
         _wamid(quoted, "reply_to")
-    value = parse_content(content)
+    value = parse_content(stored_text(content, "content"))
     for path, part in _content_parts(kind, value):
         strict_json(part, path)
+    if kind != MessageType.TEXT:
+        template_name = stored_text(template_name, "template_name")
+        template_language = stored_text(template_language, "template_language")
+        template_params = stored_text(template_params, "template_params")
+    if kind != MessageType.TEMPLATE:
+        body = stored_text(body, "body")
     if kind == MessageType.TEMPLATE:
         params = parse_params(template_params)
         built = check_template(template_name, template_language, params, value)

@@ -22,8 +22,9 @@ def build(message: QueuedMessage, region: str | None) -> dict[str, Any]:
     The row's id travels in ``biz_opaque_callback_data`` so that Meta's
     status notifications can be matched to the row.
     """
-    recipient = phones.normalize(str(message.recipient or ""), region)
     try:
+        raw = messages.stored_text(message.recipient, "recipient", numbers=True)
+        recipient = phones.normalize(raw or "", region)
         built = messages.check(
             message.message_type,
             body=message.body,

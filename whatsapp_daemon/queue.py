@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import deliveries
+from . import deliveries, messages
 from .errors import ConfigError
 from .models import NewMessage, QueuedMessage, Status
 from .times import fmt, fmt_attempt, parse
@@ -393,7 +393,15 @@ class QueueDB:
                 f" RETURNING {_CLAIMED}",
                 (owner, fmt(now + lease), stamp, stamp, stamp, limit),
             ).fetchall()
-        claimed = [QueuedMessage(**dict(row)) for row in rows]
+        # The connection decodes TEXT values only: a BLOB another program
+        # wrote is read here as the UTF-8 text it holds, or stays bytes for
+        # payloads.build to refuse, naming its column.
+        claimed = [
+            QueuedMessage(
+                **{key: messages.blob_text(v) for key, v in dict(row).items()}
+            )
+            for row in rows
+        ]
         return sorted(claimed, key=lambda message: message.id)
 
     def begin_attempt(
