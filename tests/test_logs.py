@@ -210,13 +210,15 @@ def test_a_record_utf8_cannot_carry_is_written_escaped_not_lost(
 ) -> None:
     """Half an emoji, bytes from a BLOB column: the line is still written."""
     with log_to(log_path):
-        logger.error("Titre \ud83d", extra=ctx(recipient=b"\xff07", code=b"x"))
+        recipient = b"\xff+2250799887766"
+        logger.error("Titre \ud83d", extra=ctx(recipient=recipient, code=b"x"))
         logger.info("Suivante")
     lines = log_lines(log_path)
 
     assert len(lines) == 2, lines
     assert "Titre \\ud83d" in lines[0]
     assert '"code":"x"' in lines[0]
+    assert "0799887" not in lines[0]  # the recipient, from bytes, is masked too
 
 
 def test_records_below_the_level_are_not_written(log_path: Path) -> None:

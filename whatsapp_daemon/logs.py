@@ -67,6 +67,8 @@ class MonologFormatter(logging.Formatter):
     def _context(self, record: logging.LogRecord) -> dict[str, Any]:
         context = dict(getattr(record, "context", None) or {})
         recipient = context.get("recipient")
+        if isinstance(recipient, bytes):  # a BLOB column
+            recipient = context["recipient"] = _plain(recipient)
         if self.mask_recipients and isinstance(recipient, str):
             context["recipient"] = mask(recipient)
         return context
