@@ -196,12 +196,43 @@ def test_a_token_escaped_by_json_or_cut_short_is_masked_too(log_path: Path) -> N
     assert text.count("***") == 3, text
 
 
-def test_redaction_leaves_a_secret_s_beginning_alone_in_other_words() -> None:
-    """Only a whole secret, or one cut where the cut shows, is masked."""
-    secret = "whatsapp-verify-2026"
-    text = "whatsapp-verify-2026 whatsapp-verify-1999 whatsapp_queue.INFO"
-    assert logs.redact(text, [secret], "***") == (
-        "*** whatsapp-verify-1999 whatsapp_queue.INFO"
+@pytest.mark.parametrize(
+    "shown",
+    [
+        pytest.param("token {t} x", id="whole"),
+        pytest.param("token {t}", id="at-the-end"),
+        pytest.param("Malformed access token {head}... (cut)", id="cut-with-dots"),
+        pytest.param("token ({head}), retry", id="cut-in-brackets"),
+        pytest.param("token …{tail}", id="only-its-end"),
+        pytest.param('{{"e": "{escaped}"}}', id="json-escaped"),
+        pytest.param('{{"e": "{twice}"}}', id="json-escaped-twice"),
+    ],
+)
+def test_any_twelve_characters_of_a_secret_are_masked(shown: str) -> None:
+    """A token holding a quote and a backslash, whole, cut, escaped once or
+    twice: nothing of it is left but runs shorter than SECRET_HEAD."""
+    token = 'EAAtokSECRETabc"quote\\back1234567890XYZ'
+    once = json.dumps(token)[1:-1]
+    text = shown.format(
+        t=token,
+        head=token[:20],
+        tail=token[-20:],
+        escaped=once,
+        twice=json.dumps(once)[1:-1],
+    )
+
+    masked = logs.redact(text, [token], "***")
+
+    assert "***" in masked
+    for start in range(len(token) - logs.SECRET_HEAD + 1):
+        assert token[start : start + logs.SECRET_HEAD] not in masked, masked
+    assert all(part in text for part in masked.split("***"))  # nothing else went
+
+
+def test_a_short_secret_is_masked_only_whole() -> None:
+    """A secret shorter than SECRET_HEAD: its beginning alone is a word."""
+    assert logs.redact("verify11 verify1 verify11!", ["verify11"], "***") == (
+        "*** verify1 ***!"
     )
 
 

@@ -9,6 +9,7 @@ handled by reopening the file when its inode changes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import logging.handlers
@@ -88,51 +89,60 @@ def _secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(kept, key=len, reverse=True))
 
 
-# A secret cut short still counts as it from this many characters on, when
-# the cut shows: values are shortened for display (``messages.show`` ends
-# them with "…"), and a reason's first 200 characters end a JSON string.
+# Any run of this many characters of a secret is masked: values are cut
+# short for display (``messages.show``, a reason's first 200 characters),
+# Meta may quote a token cut in its own way, and a token's beginning or
+# end is as good as half of it. A secret shorter than this is masked whole.
 SECRET_HEAD = 12
-_CUT_ENDS = ("…", '"')
 
 
 def redact(text: str, secrets: Sequence[str], replacement: str) -> str:
-    """``text`` with each secret replaced, however it was written.
+    """``text`` with every secret replaced, however much of it appears.
 
-    A secret is found as is, escaped as JSON writes it (a ``"`` or ``\\``
-    in a token), and cut short: its first :data:`SECRET_HEAD` characters
-    or more, up to a "…", a closing quote or the end of the text. Pass the
-    longest secrets first: one may contain another.
+    Each secret is looked for as is and escaped as JSON writes it (once or
+    twice: a ``"`` or ``\\`` in a token); every stretch of the text made
+    of runs of :data:`SECRET_HEAD` characters found in one of those forms
+    becomes one ``replacement``.
     """
+    grams = _grams(tuple(secrets))
+    if not grams or not text:
+        return text
+    hidden = bytearray(len(text))
+    for size, found in grams.items():
+        for at in range(len(text) - size + 1):
+            if text[at : at + size] in found:
+                hidden[at : at + size] = b"\x01" * size
+    if not any(hidden):
+        return text
+    pieces = []
+    at = 0
+    while at < len(text):
+        end = at
+        while end < len(text) and hidden[end] == hidden[at]:
+            end += 1
+        pieces.append(replacement if hidden[at] else text[at:end])
+        at = end
+    return "".join(pieces)
+
+
+@functools.lru_cache(maxsize=16)
+def _grams(secrets: tuple[str, ...]) -> dict[int, frozenset[str]]:
+    """Every run of SECRET_HEAD characters of each form of each secret."""
+    runs: dict[int, set[str]] = {}
     for secret in secrets:
+        once = json.dumps(secret, ensure_ascii=False)[1:-1]
         forms = {
             secret,
-            json.dumps(secret, ensure_ascii=False)[1:-1],
+            once,
             json.dumps(secret)[1:-1],
+            json.dumps(once, ensure_ascii=False)[1:-1],
         }
-        for form in sorted(forms, key=len, reverse=True):
-            text = _hide(text, form, replacement)
-    return text
-
-
-def _hide(text: str, secret: str, replacement: str) -> str:
-    head = secret[:SECRET_HEAD]
-    pieces = []
-    start = found = 0
-    while (found := text.find(head, found)) >= 0:
-        end = found + len(head)
-        while (
-            end < len(text)
-            and end - found < len(secret)
-            and text[end] == secret[end - found]
-        ):
-            end += 1
-        whole = end - found == len(secret)
-        if whole or end == len(text) or text[end] in _CUT_ENDS:
-            pieces += [text[start:found], replacement]
-            start = end
-        found = end
-    pieces.append(text[start:])
-    return "".join(pieces)
+        for form in forms:
+            size = min(SECRET_HEAD, len(form))
+            if size:
+                found = runs.setdefault(size, set())
+                found.update(form[i : i + size] for i in range(len(form) - size + 1))
+    return {size: frozenset(found) for size, found in runs.items()}
 
 
 def hide(secret: str) -> None:
