@@ -8,6 +8,7 @@ writes itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import plistlib
@@ -906,3 +907,43 @@ def test_a_content_file_name_with_control_characters_is_escaped(
         [line] = done.stderr.splitlines()
         assert line.startswith("whatsapp-daemon: invalid input: --content: ")
         assert shown in line and "\x1b" not in line
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param(
+            "UPDATE whatsapp_queue SET status = 'sent',"
+            " sent_at = '9999-12-31T23:59:59-05:00'",
+            id="sent-after-the-calendar-in-utc",
+        ),
+        pytest.param(
+            "INSERT INTO whatsapp_statuses (wamid, status, received_at)"
+            " VALUES ('wamid.X', 'read', '0001-01-01T00:00:00+01:00')",
+            id="notification-before-the-calendar-in-utc",
+        ),
+        pytest.param("beat:at", id="heartbeat-after-the-calendar-in-utc"),
+        pytest.param("beat:poll", id="heartbeat-poll-of-320-digits"),
+    ],
+)
+def test_times_and_numbers_beyond_range_never_crash_the_status(
+    cli: Run, settings: Settings, holding: InstanceLock, odd: str
+) -> None:
+    """Values another program may write, whose UTC time or float does not
+    exist: each is read as unreadable, and every form of status answers."""
+    beat(settings, timedelta(seconds=1))
+    insert_raw(settings.database_path, recipient="+2250701020304", body="x")
+    if odd == "beat:at":
+        beat(settings, timedelta(seconds=1), at="9999-12-31T23:59:59-01:00")
+    elif odd == "beat:poll":
+        beat(settings, timedelta(seconds=1), poll_interval=10**320)
+    else:
+        with contextlib.closing(sqlite3.connect(settings.database_path)) as conn:
+            conn.execute(odd)
+            conn.commit()
+
+    for args in (["status"], ["status", "--json"], ["status", "--check"]):
+        done = cli(*args)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+        assert "status failed" not in done.stdout, (args, done.stdout)
+        assert done.returncode in (0, 1, 2), (args, done.stderr)

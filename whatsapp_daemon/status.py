@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import sqlite3
@@ -191,7 +192,9 @@ def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdic
     age = _age(cycle.get("at"), now)
     try:
         poll = float(cycle.get("poll_interval", settings.poll_interval))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        poll = settings.poll_interval
+    if not 0 < poll < math.inf:  # NaN too: the heartbeat is another program's
         poll = settings.poll_interval
     ahead = _age(cycle.get("at"), now, signed=True)
     if ahead is not None and ahead < -CLOCK_SLACK:
@@ -499,7 +502,7 @@ def _age(text: Any, now: datetime, *, signed: bool = False) -> int | None:
         return None
     try:
         seconds = int((now - parse(text)).total_seconds())
-    except ValueError:
+    except (ValueError, OverflowError):  # not a time; beyond the calendar
         return None
     return seconds if signed else max(0, seconds)
 

@@ -26,9 +26,13 @@ def parse(text: str) -> datetime:
     """Read a time written by :func:`fmt` (or by SQLite) as an aware datetime.
 
     A time without an offset is UTC; one with an offset (PHP's ``date('c')``)
-    is converted.
+    is converted. ValueError if it is not a time, or one whose UTC moment
+    falls outside the calendar (9999-12-31T23:59:59-05:00).
     """
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the calendar in UTC") from None
