@@ -344,6 +344,39 @@ async def test_a_body_that_is_not_what_its_encoding_says_is_one_warning(
     assert "Traceback" not in log_file.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(
+            b"Content-Encoding: identity\r\nContent-Encoding: gzip\r\n", id="two"
+        ),
+        pytest.param(
+            b"Content-Encoding: \r\nContent-Encoding: gzip\r\n", id="empty-first"
+        ),
+        pytest.param(b"Content-Encoding: identity, gzip\r\n", id="a-list"),
+    ],
+)
+async def test_every_content_encoding_header_counts(
+    hook: Hook, settings: Settings, log_file: Path, headers: bytes
+) -> None:
+    """A gzip hidden behind a first "identity" is still refused 415, before
+    anything is decompressed."""
+    before = snapshot(settings.database_path)
+    body = b"not gzip at all"
+    answer = await raw_exchange(
+        hook.port,
+        b"POST /hooks/meta HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + headers
+        + b"X-Hub-Signature-256: sha256=00\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+    assert answer.startswith(b"HTTP/1.1 415"), answer
+    assert snapshot(settings.database_path) == before
+    said = levels(log_file)
+    assert not [text for level, text in said if level in ("ERROR", "CRITICAL")], said
+
+
 async def test_body_larger_than_3_mb_is_refused_413(
     hook: Hook, settings: Settings
 ) -> None:

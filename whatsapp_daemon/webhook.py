@@ -310,8 +310,14 @@ async def _notification(request: web.Request) -> web.Response:
         return _unread(401, "missing X-Hub-Signature-256")
     if (request.content_length or 0) > MAX_BODY:
         return _too_large(request)
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    # Every Content-Encoding header counts: aiohttp decodes by any of them.
+    codings = {
+        coding.strip().lower()
+        for value in request.headers.getall("Content-Encoding", [])
+        for coding in value.split(",")
+    }
+    encoding = ",".join(sorted(codings - {"", "identity"}))
+    if encoding:
         # aiohttp would decompress it: the signature covers the bytes sent.
         logs.logger.warning(
             "Notification du webhook compressée, refusée",
