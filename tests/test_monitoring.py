@@ -947,3 +947,35 @@ def test_times_and_numbers_beyond_range_never_crash_the_status(
         assert "Traceback" not in done.stderr, (args, done.stderr)
         assert "status failed" not in done.stdout, (args, done.stdout)
         assert done.returncode in (0, 1, 2), (args, done.stderr)
+
+
+def test_a_status_stored_as_a_blob_is_a_status_the_daemon_does_not_know(
+    cli: Run, settings: Settings, holding: InstanceLock
+) -> None:
+    """'pending' written as a BLOB is never due (the daemon compares text):
+    it is not counted as pending, and the first line warns of it."""
+    beat(settings, timedelta(seconds=1))
+    row = insert_raw(settings.database_path, recipient="+2250701020304", body="x")
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as conn:
+        conn.execute(
+            "UPDATE whatsapp_queue SET status = CAST('pending' AS BLOB) WHERE id = ?",
+            (row,),
+        )
+        conn.commit()
+
+    check = cli("status", "--check")
+    counts = json.loads(cli("status", "--json").stdout)["counts"]
+
+    assert check.returncode == 1
+    assert "status the daemon does not know" in check.stdout
+    assert "'pending (blob)' (1)" in check.stdout
+    assert (counts["pending"], counts["pending (blob)"]) == (0, 1)
+
+
+def test_command_line_errors_escape_control_characters(cli: Run) -> None:
+    """A file name holding an escape sequence is shown escaped, on one line."""
+    done = cli("import", "f\x1b[2J\nx.csv", "--text", "Bonjour", "--batch", "b")
+
+    assert done.returncode != 0
+    [line] = done.stderr.splitlines()
+    assert "\x1b" not in line and "f\\x1b[2J\\nx.csv" in line, line

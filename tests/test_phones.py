@@ -334,3 +334,10 @@ def test_without_region_an_old_number_with_plus_225_is_still_old() -> None:
     assert OLD_NUMBER in refusal("+225 07 12 34 56", None)
     found = phones.read("+225 07 12 34 56", None, convert_old=True)
     assert (found.e164, found.old_number) == ("+2250707123456", "07123456")
+
+
+def test_a_long_text_keeps_a_short_mask() -> None:
+    """A bad row's million digits do not make a million-character log line."""
+    masked = phones.mask("7" * 1_000_000)
+    assert masked == "7777*…(999992)…*7777"
+    assert phones.mask("+2250701020304") == "+225******0304"

@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: Exit) -> int:
-    print(_redact(f"whatsapp-daemon: {message}"), file=sys.stderr)
+    # A file name or a setting may hold a line break or an escape sequence.
+    print(_redact(status.printable(f"whatsapp-daemon: {message}")), file=sys.stderr)
     return code
 
 

@@ -153,12 +153,17 @@ def operator(e164: str) -> str | None:
 
 
 def mask(e164: str) -> str:
-    """Hide the middle digits of a number for the log: ``+225******0304``."""
+    """Hide the middle digits of a number for the log: ``+225******0304``.
+
+    A text far longer than a number (a bad row's) keeps a short mask.
+    """
     if len(e164) <= 8:
         return "*" * len(e164)
     head = e164[:4]
     tail = e164[-4:]
-    return f"{head}{'*' * (len(e164) - 8)}{tail}"
+    hidden = len(e164) - 8
+    stars = "*" * hidden if hidden <= MAX_WRITTEN else f"*…({hidden})…*"
+    return f"{head}{stars}{tail}"
 
 
 def _parse(compact: str, region: str | None) -> phonenumbers.PhoneNumber:

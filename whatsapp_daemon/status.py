@@ -296,11 +296,14 @@ def _state(db: QueueDB, key: str) -> dict[str, Any] | None:
 
 
 def _counts(db: QueueDB) -> dict[str, int]:
+    """Rows by status; one the daemon's SQL cannot match (a BLOB, a number)
+    is named with its type, so that it counts as a status it does not know."""
     counts = {status.value: 0 for status in Status}
-    for status, count in db.conn.execute(
-        "SELECT status, COUNT(*) FROM whatsapp_queue GROUP BY status"
+    for status, kind, count in db.conn.execute(
+        "SELECT status, typeof(status), COUNT(*) FROM whatsapp_queue GROUP BY status"
     ):
-        counts[str(status)] = int(count)
+        name = str(status) if kind in ("text", "null") else f"{status} ({kind})"
+        counts[name] = counts.get(name, 0) + int(count)
     return counts
 
 
