@@ -2262,3 +2262,18 @@ def test_the_api_refuses_the_batch_ids_the_command_line_refuses(
         row_id = queue.add_text(TO, "Bonjour", batch_id=batch_id)
         assert rows(tmp_path / "q.sqlite")[row_id]["batch_id"] == batch_id
     assert cli_refuses == (batch_id not in ("noel-2026", "a" * 64))
+
+
+def test_a_content_file_that_never_ends_is_refused_after_a_megabyte(
+    tmp_path: Path, enqueue: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """--content @/dev/zero is not read forever: one line, nothing queued."""
+    done = enqueue("--kind", "image", "--content", "@/dev/zero")
+
+    assert done.returncode == Exit.DATA
+    [line] = done.stderr.splitlines()
+    assert line.endswith(
+        "--content: /dev/zero is larger than 1,048,576 bytes; give the file that"
+        " holds the message's JSON"
+    ), line
+    assert _stored(tmp_path) == []

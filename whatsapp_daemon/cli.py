@@ -392,6 +392,11 @@ def _misplaced_option(args: argparse.Namespace) -> str | None:
     return None
 
 
+# The largest --content or --components file read: a message's JSON is
+# a few kilobytes (Meta's largest texts are 4,096 characters).
+MAX_JSON_FILE = 1024 * 1024
+
+
 def _json_option(option: str, value: str | None) -> Any:
     """Read an option's JSON, given inline or as ``@file``; None if absent."""
     if value is None:
@@ -402,12 +407,18 @@ def _json_option(option: str, value: str | None) -> Any:
         # A file name may hold a line break or an escape sequence.
         where = f"{status.printable(messages.printable(value[1:]))} "
         try:
-            data = Path(value[1:]).read_bytes()
+            with Path(value[1:]).open("rb") as source:
+                data = source.read(MAX_JSON_FILE + 1)  # /dev/zero never ends
         except OSError as exc:
             raise InvalidMessageError(
                 f"{option}: {where}cannot be read ({exc.strerror or exc});"
                 " check the path after @"
             ) from None
+        if len(data) > MAX_JSON_FILE:
+            raise InvalidMessageError(
+                f"{option}: {where}is larger than {MAX_JSON_FILE:,} bytes; give"
+                " the file that holds the message's JSON"
+            )
         body = data.removeprefix(codecs.BOM_UTF8)
         try:
             text = body.decode("utf-8")
