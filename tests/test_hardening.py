@@ -88,19 +88,24 @@ async def test_iso_scheduled_time_with_a_t_is_due(
     assert rows(settings.database_path)[row]["status"] == "sent"
 
 
+@pytest.mark.parametrize(
+    "stored", [pytest.param(-5, id="minus-5"), pytest.param(-9e999, id="minus-inf")]
+)
 async def test_negative_attempts_do_not_buy_extra_tries(
-    start_sandbox: StartSandbox, make_settings: Callable[..., Settings]
+    start_sandbox: StartSandbox, make_settings: Callable[..., Settings], stored: float
 ) -> None:
-    """A row stored with attempts = -5 still gets at most max_attempts requests."""
+    """A row stored with attempts = -5, or SQLite's -Inf, still gets at most
+    max_attempts requests, and fails with Meta's reason, not an internal one."""
     sandbox = await start_sandbox(script={A: ["always:131000"]})
     settings = make_settings(api_base_url=sandbox.url)
     enqueue_texts(settings.database_path)
-    row = insert_raw(settings.database_path, recipient=A, body="x", attempts=-5)
+    row = insert_raw(settings.database_path, recipient=A, body="x", attempts=stored)
 
     async with running_daemon(settings) as run:
         await run.until(all_finished(settings.database_path), what="the row")
 
     assert rows(settings.database_path)[row]["status"] == "failed"
+    assert "erreur interne" not in rows(settings.database_path)[row]["error_message"]
     assert len(await sandbox.requests()) == settings.max_attempts
 
 

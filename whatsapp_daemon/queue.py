@@ -229,10 +229,14 @@ CREATE INDEX IF NOT EXISTS whatsapp_statuses_message
     ON whatsapp_statuses (message_id);
 """
 
+# A row's attempts as a count, whatever another program stored there (NULL,
+# text, a negative number, -Inf): the daemon reads and updates it so.
+ATTEMPTS = "max(0, coalesce(CAST(attempts AS INTEGER), 0))"
+
 _CLAIMED = (
     "id, coalesce(recipient, '') AS recipient, message_type, body, template_name,"
-    " template_language, template_params, batch_id,"
-    " max(0, coalesce(CAST(attempts AS INTEGER), 0)) AS attempts, content, reply_to"
+    f" template_language, template_params, batch_id, {ATTEMPTS} AS attempts,"
+    " content, reply_to"
 )
 
 
@@ -439,7 +443,7 @@ class QueueDB:
                     (fmt_attempt(now), message_id),
                 )
                 row = conn.execute(
-                    "UPDATE whatsapp_queue SET attempts = coalesce(attempts, 0) + 1,"
+                    f"UPDATE whatsapp_queue SET attempts = {ATTEMPTS} + 1,"
                     " sending_since = ?, last_attempt_at = ?, updated_at = ?"
                     " WHERE id = ? RETURNING attempts",
                     (stamp, stamp, stamp, message_id),
@@ -464,7 +468,7 @@ class QueueDB:
         with self.write() as conn:
             conn.execute(
                 "UPDATE whatsapp_queue SET sending_since = NULL, updated_at = ?,"
-                " attempts = coalesce(attempts, 0) - ? WHERE id = ?",
+                f" attempts = max(0, {ATTEMPTS} - ?) WHERE id = ?",
                 (fmt(now), 1 if refund else 0, message_id),
             )
 
@@ -516,7 +520,7 @@ class QueueDB:
         """Put a claimed message back to pending (``refund``: its last attempt)."""
         self._finish(
             message_id,
-            "status = 'pending', attempts = coalesce(attempts, 0) - ?",
+            f"status = 'pending', attempts = max(0, {ATTEMPTS} - ?)",
             (1 if refund else 0,),
             now,
         )
