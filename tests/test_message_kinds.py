@@ -2277,3 +2277,18 @@ def test_a_content_file_that_never_ends_is_refused_after_a_megabyte(
         " holds the message's JSON"
     ), line
     assert _stored(tmp_path) == []
+
+
+def test_the_queue_refuses_a_path_the_daemon_cannot_be_reading(tmp_path: Path) -> None:
+    """A mistyped folder is not created (the messages would wait there for
+    ever), a folder is not a database, and a path must be a path."""
+    missing = tmp_path / "nowhere" / "database.sqlite"
+    with pytest.raises(InvalidMessageError, match=r"^path: the folder of .* does not"):
+        WhatsAppQueue(missing).add_text(TO, "Bonjour")
+    assert not missing.parent.exists()
+    with pytest.raises(InvalidMessageError, match=r"^path: .* is a folder; give"):
+        WhatsAppQueue(tmp_path).add_text(TO, "Bonjour")
+    with pytest.raises(InvalidMessageError, match=r"^path: .* is not a path"):
+        WhatsAppQueue(123)  # type: ignore[arg-type]
+    # A database not created yet, in an existing folder, is created.
+    assert WhatsAppQueue(tmp_path / "new.sqlite").add_text(TO, "Bonjour") == 1

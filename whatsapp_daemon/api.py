@@ -15,6 +15,7 @@ sent as ``context.message_id``), ``batch_id`` and ``at`` (the send time).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -564,6 +565,11 @@ class WhatsAppQueue:
 
     def __init__(self, path: Path | str, *, region: Region = "CI") -> None:
         _check_region(region)
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidMessageError(
+                f"path: {_kind_of(path)} is not a path; give the daemon's"
+                " database, as var/database.sqlite"
+            )
         self.path = Path(path)
         self.region = region
 
@@ -586,11 +592,28 @@ class WhatsAppQueue:
                     " each with a function of whatsapp_daemon.api, such as"
                     " text_message"
                 )
+        self._check_place()
         db = QueueDB.open(self.path)
         try:
             return db.enqueue(made, datetime.now(UTC))
         finally:
             db.close()
+
+    def _check_place(self) -> None:
+        """Refuse a path the daemon cannot be reading: a mistyped folder
+        would otherwise be created, and the messages queued where no one
+        sends them. The database itself may not exist yet."""
+        shown = messages.printable(str(self.path))
+        if self.path.is_dir():
+            raise InvalidMessageError(
+                f"path: {shown} is a folder; give the database file in it, as"
+                " var/database.sqlite"
+            )
+        if not self.path.parent.is_dir():
+            raise InvalidMessageError(
+                f"path: the folder of {shown} does not exist; give the daemon's"
+                " database (WHATSAPP_DATABASE_PATH, var/database.sqlite by default)"
+            )
 
     def add_message(self, to: str, kind: str, **options: Any) -> int:
         """Queue one message of any kind given as columns (see :func:`message`)."""
