@@ -718,13 +718,17 @@ def test_control_characters_from_the_database_never_reach_the_terminal(
             ],
             now,
         )
-        db.mark_failed(row_id, "titre\nfausse ligne\x1b[0m", now, code=999999)
+        db.mark_failed(
+            row_id, "titre\nfausse ligne\x1b[0m\u2028suite", now, code=999999
+        )
     finally:
         db.close()
 
     text = status.render(status.gather(settings, datetime.now(UTC)))
 
     assert "\x1b" not in text and "fausse ligne" in text
+    assert "\u2028" not in text and "\\u2028suite" in text
+    assert "\u2028" not in status.to_json({"reason": "a\u2028b"})
     assert not any(line.startswith("fausse ligne") for line in text.splitlines())
     assert "lot\\x1b[31mx" in text
 

@@ -513,7 +513,8 @@ def _age(text: Any, now: datetime, *, signed: bool = False) -> int | None:
 # -- rendering ---------------------------------------------------------------
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0, DEL, C1, and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(value: Any) -> Any:
@@ -531,7 +532,7 @@ def printable(value: Any) -> Any:
     return value
 
 
-_JSON_CONTROL = re.compile(r"[\x7f-\x9f]")
+_JSON_CONTROL = re.compile(r"[\x7f-\x9f\u2028\u2029]")
 
 
 def to_json(data: Any, *, indent: int | None = None) -> str:
