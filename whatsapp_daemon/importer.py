@@ -171,7 +171,7 @@ class ImportReport:
                 f" (first {len(self.shown)})" if self.rejected > len(self.shown) else ""
             )
             out.append(f"Rejected lines{more}:")
-            out += [f"  line {r.line}: {r.value!r}: {r.reason}" for r in self.shown]
+            out += [f"  line {r.line}: {_cut(r.value)}: {r.reason}" for r in self.shown]
             if self.rejected > len(self.shown):
                 out.append(f"  ... and {self.rejected - len(self.shown)} more")
         if self.details_path is not None:
@@ -180,6 +180,16 @@ class ImportReport:
                 f" in the batch, converted): {self.details_path}"
             )
         return out
+
+
+# The longest rejected value the summary shows; the CSV report has more.
+SHOWN_VALUE = 60
+
+
+def _cut(value: str) -> str:
+    """A rejected value as the summary shows it: quoted, one line, short."""
+    shown = repr(value)
+    return shown if len(shown) <= SHOWN_VALUE else shown[: SHOWN_VALUE - 1] + "…"
 
 
 def describe(message: NewMessage) -> str:
