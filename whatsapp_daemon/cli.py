@@ -371,6 +371,9 @@ def _enqueue(args: argparse.Namespace) -> int:
         message = api.message(
             args.to, args.kind, content=content, region=region, **common
         )
+    # The configured database is the daemon's own: its folder may be made
+    # (WhatsAppQueue refuses a missing folder, a Python caller's typo).
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     [row_id] = api.WhatsAppQueue(settings.database_path, region=region).add([message])
     when = f", to send at {scheduling.describe(at, settings.zone)}" if at else ""
     print(f"queued message {row_id} for {message.recipient}{when}")
