@@ -983,3 +983,16 @@ def test_command_line_errors_escape_control_characters(cli: Run) -> None:
     assert done.returncode != 0
     [line] = done.stderr.splitlines()
     assert "\x1b" not in line and "f\\x1b[2J\\nx.csv" in line, line
+
+
+def test_import_names_a_folder_or_a_missing_file(cli: Run, tmp_path: Path) -> None:
+    """Each in one line, with the fix."""
+    folder = cli("import", tmp_path, "--text", "Bonjour", "--batch", "b")
+    missing = cli(
+        "import", tmp_path / "absent.csv", "--text", "Bonjour", "--batch", "b"
+    )
+
+    assert folder.stderr.strip().endswith(
+        f"{tmp_path}: is a folder; give the file in it"
+    )
+    assert missing.stderr.strip().endswith("absent.csv: no such file; check the path")

@@ -84,8 +84,10 @@ def open_table(
     ``is_header`` rates 2, else the first it rates 1, else the first line
     (a title above the header is skipped).
     """
+    if path.is_dir():
+        raise InvalidMessageError(f"{path}: is a folder; give the file in it")
     if not path.is_file():
-        raise InvalidMessageError(f"{path}: no such file")
+        raise InvalidMessageError(f"{path}: no such file; check the path")
     suffix = path.suffix.lower()
     with path.open("rb") as stream:
         zipped = stream.read(4) == b"PK\x03\x04"
