@@ -8,8 +8,9 @@ Every function checks the message with :func:`messages.check`, the very
 checks the daemon runs again before sending, and raises
 :class:`InvalidMessageError` with one line naming the field, the value and
 the fix; so does an argument of the wrong type (a number for a text, a
-text for a list). Each takes ``reply_to`` (the wamid of a message this one answers,
-sent as ``context.message_id``), ``batch_id`` and ``at`` (the send time).
+text for a list). Each takes ``reply_to`` (the wamid of a message this one
+answers, sent as ``context.message_id``), ``batch_id`` and ``at`` (the send
+time).
 """
 
 from __future__ import annotations
@@ -505,19 +506,11 @@ def _send_time(at: datetime | None) -> str | None:
 
 def _check_batch(batch_id: str | None) -> None:
     """Refuse what the command line's ``--batch`` refuses."""
-    if batch_id is None:
-        return
-    if isinstance(batch_id, str):
-        try:
-            batches.check_batch_id(batch_id)
-            return
-        except InvalidMessageError:
-            pass
-    raise InvalidMessageError(
-        f"batch_id: {messages.show(batch_id)} is not a batch id; use 1 to 64"
-        " letters, digits, '.', '_' or '-' (starting with a letter or digit),"
-        " e.g. noel-2026"
-    )
+    if batch_id is not None and not batches.is_batch_id(batch_id):
+        raise InvalidMessageError(
+            f"batch_id: {messages.show(batch_id)} is not a batch id;"
+            f" {batches.BATCH_ID_RULE}"
+        )
 
 
 def _optional_text(value: Any, name: str, what: str) -> None:

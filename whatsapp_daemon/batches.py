@@ -48,14 +48,23 @@ class BatchSummary:
         return sum(self.counts.values())
 
 
+# What a batch id is made of, as the fix of an error that refuses one.
+BATCH_ID_RULE = (
+    "use 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or"
+    " digit), e.g. noel-2026"
+)
+
+
 def check_batch_id(value: str) -> str:
     """Refuse a batch id that would not read well in a file name or a log."""
-    if not _BATCH_ID.fullmatch(value):
-        raise InvalidMessageError(
-            f"--batch {value!r}: use 1 to 64 letters, digits, '.', '_' or '-'"
-            " (starting with a letter or digit), e.g. noel-2026"
-        )
+    if not is_batch_id(value):
+        raise InvalidMessageError(f"--batch {value!r}: {BATCH_ID_RULE}")
     return value
+
+
+def is_batch_id(value: object) -> bool:
+    """Whether ``value`` is a batch id :func:`check_batch_id` keeps."""
+    return isinstance(value, str) and _BATCH_ID.fullmatch(value) is not None
 
 
 def exists(db: QueueDB, batch_id: str) -> bool:
