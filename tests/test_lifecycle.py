@@ -556,6 +556,7 @@ async def test_dotenv_is_read_and_foreign_keys_are_ignored(
     (tmp_path / ".env").write_text("\n".join(settings_lines) + "\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
     database = tmp_path / "var" / "database.sqlite"  # the default, relative path
+    (tmp_path / "var" / "logs").mkdir(parents=True)  # as a checkout has it
     [row_id] = enqueue(database, A)
 
     daemon = spawn(env)
