@@ -237,7 +237,7 @@ def test_every_warning_is_listed_and_the_first_line_counts_the_others(
     assert check.returncode == 1
     first = check.stdout.splitlines()[0]
     assert first.startswith(f"WARNING: backlog: message #{row} has waited 45")
-    assert "(and 1 more warnings: see whatsapp-daemon status); running" in first
+    assert "(and 1 more warning: see whatsapp-daemon status); running" in first
     lines = shown.stdout.splitlines()
     # The two runs may be a second apart: the cycle's age may differ.
     assert lines[0].split("; running")[0] == first.split("; running")[0]
@@ -563,16 +563,19 @@ def test_a_heartbeat_from_the_future_is_a_clock_warning(
 def test_rows_in_an_unknown_status_are_a_warning(
     cli: Run, settings: Settings, holding: InstanceLock
 ) -> None:
-    """``Pending`` is not ``pending``: such rows are never sent, so say so."""
+    """``Pending`` is not ``pending``: such rows are never sent, so say so;
+    nor do they count as the progress of their batch."""
     beat(settings, timedelta(seconds=1))
     insert_raw(settings.database_path, recipient="+2250701020304", body="x",
                status="Pending")  # fmt: skip
 
     check = cli("status", "--check")
+    [batch] = json.loads(cli("status", "--json").stdout)["batches"]
 
     assert check.returncode == 1
     assert "a status the daemon does not know" in check.stdout
     assert "'Pending' (1)" in check.stdout
+    assert (batch["total"], batch["done"]) == (1, 0)
 
 
 def test_the_token_never_shows_in_the_status_even_from_a_stored_reason(

@@ -212,7 +212,9 @@ def verdict(report: dict[str, Any], settings: Settings, now: datetime) -> Verdic
         )
     warnings = _warnings(report, settings)
     if len(warnings) > 1:
-        more = f" (and {len(warnings) - 1} more warnings: see whatsapp-daemon status)"
+        others = len(warnings) - 1
+        plural = "s" if others > 1 else ""
+        more = f" (and {others} more warning{plural}: see whatsapp-daemon status)"
         return Verdict(Health.WARNING, f"{warnings[0]}{more}; {running}")
     if warnings:
         return Verdict(Health.WARNING, f"{warnings[0]}; {running}")
@@ -307,6 +309,10 @@ def _counts(db: QueueDB) -> dict[str, int]:
     return counts
 
 
+# The statuses a message ends in (unknown: sent or not, a person decides).
+FINISHED = ("sent", "delivered", "read", "failed", "cancelled", "unknown")
+
+
 def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
     rows = db.conn.execute(
         "SELECT q.batch_id AS batch, COUNT(*) AS total,"
@@ -331,7 +337,8 @@ def _batches(db: QueueDB, now: datetime, rate: int) -> list[dict[str, Any]]:
         }
         batch["batch"] = batch["batch"] or None
         left = batch["pending"] + batch["processing"]
-        batch["done"] = batch["total"] - left
+        # Rows in a status the daemon does not know are left alone: not done.
+        batch["done"] = sum(batch[s] for s in FINISHED)
         batch["finish_estimate"] = _finish(left - batch["held"], batch, now, rate)
         batches.append(batch)
     return batches
