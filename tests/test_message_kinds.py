@@ -1775,6 +1775,12 @@ def test_cli_queues_kinds_from_json_and_files(
             id="components-on-text",
         ),
         pytest.param(
+            ["--text", "x", "--language", "en_US"],
+            Exit.USAGE,
+            "--language applies to --template only",
+            id="language-on-text",
+        ),
+        pytest.param(
             ["--kind", "interactive", "--content", json.dumps(flow({"x": NAN}))],
             Exit.DATA,
             "interactive.action.parameters.flow_action_payload.data.x: NaN",

@@ -116,9 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a message whose object is given by --content (see the README)",
     )
     enqueue.add_argument(
-        "--language",
-        default="fr",
-        help="the template's language code, as approved (default: fr)",
+        "--language", help="the template's language code, as approved (default: fr)"
     )
     enqueue.add_argument(
         "--param", action="append", default=[], help="template body parameter, in order"
@@ -360,7 +358,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         message = api.template_message(
             args.to,
             args.template,
-            args.language,
+            args.language or "fr",
             args.param,
             components=components,
             region=region,
@@ -392,6 +390,8 @@ def _misplaced_option(args: argparse.Namespace) -> str | None:
         return "--components applies to --template only"
     if args.param and args.template is None:
         return "--param applies to --template only"
+    if args.language is not None and args.template is None:
+        return "--language applies to --template only"
     return None
 
 
