@@ -1281,3 +1281,15 @@ def test_a_sep_line_naming_no_separator_is_refused(home: Home, declared: str) ->
     done = home.run("import", path, "--batch", "B-1", *TEXT)
 
     refusal(done, "not a separator Excel writes", "sep=;")
+
+
+@pytest.mark.parametrize("command", ["enqueue", "import"])
+def test_a_send_time_on_a_day_that_does_not_exist_says_so(
+    home: Home, command: str
+) -> None:
+    """30 February is written in the right form: the refusal names the date."""
+    done = home.run(*with_at(home, command, "2027-02-30 08:00"))
+
+    line = refusal(done, "--at '2027-02-30 08:00': no such date")
+    assert line.endswith("check the day and month"), line
+    home.assert_nothing_left()

@@ -68,11 +68,17 @@ def describe(moment: datetime, zone: ZoneInfo) -> str:
 
 
 def _parse(text: str, zone: ZoneInfo) -> datetime:
+    impossible = ""
     for pattern in FORMATS:
         try:
             return datetime.strptime(text, pattern)
-        except ValueError:
-            continue
+        except ValueError as exc:
+            if "out of range" in str(exc):  # the form fits, the date does not
+                impossible = str(exc)
+    if impossible:
+        raise InvalidMessageError(
+            f"--at {text!r}: no such date ({impossible}); check the day and month"
+        )
     raise InvalidMessageError(
         f"--at {text!r}: write the date and time as 2026-12-24 08:00"
         f" (read in {zone.key}, the WHATSAPP_TIMEZONE setting)"
