@@ -989,7 +989,7 @@ def test_command_line_errors_escape_control_characters(cli: Run) -> None:
 
 
 def test_import_names_a_folder_or_a_missing_file(cli: Run, tmp_path: Path) -> None:
-    """Each in one line, with the fix."""
+    """Each in one line, with the fix; exit 74, a file that cannot be opened."""
     folder = cli("import", tmp_path, "--text", "Bonjour", "--batch", "b")
     missing = cli(
         "import", tmp_path / "absent.csv", "--text", "Bonjour", "--batch", "b"
@@ -999,3 +999,4 @@ def test_import_names_a_folder_or_a_missing_file(cli: Run, tmp_path: Path) -> No
         f"{tmp_path}: is a folder; give the file in it"
     )
     assert missing.stderr.strip().endswith("absent.csv: no such file; check the path")
+    assert folder.returncode == missing.returncode == 74

@@ -78,16 +78,18 @@ def open_table(
     sheet: str | None = None,
     is_header: HeaderTest = lambda cells: 2,
 ) -> Table:
-    """Open a CSV or ``.xlsx`` file; raise InvalidMessageError if unreadable.
+    """Open a CSV or ``.xlsx`` file; InvalidMessageError if it is unreadable
+    as a table, OSError if it cannot be opened.
 
     The header is, among the first few non-blank lines, the first that
     ``is_header`` rates 2, else the first it rates 1, else the first line
     (a title above the header is skipped).
     """
+    # Files that cannot be opened are an OSError, as for the database.
     if path.is_dir():
-        raise InvalidMessageError(f"{path}: is a folder; give the file in it")
+        raise IsADirectoryError(f"{path}: is a folder; give the file in it")
     if not path.is_file():
-        raise InvalidMessageError(f"{path}: no such file; check the path")
+        raise FileNotFoundError(f"{path}: no such file; check the path")
     suffix = path.suffix.lower()
     with path.open("rb") as stream:
         zipped = stream.read(4) == b"PK\x03\x04"
