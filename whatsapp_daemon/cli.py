@@ -407,8 +407,7 @@ def _json_option(option: str, value: str | None) -> Any:
     text = value
     where = ""
     if value.startswith("@"):
-        # A file name may hold a line break or an escape sequence.
-        where = f"{status.printable(messages.printable(value[1:]))} "
+        where = f"{messages.printable(value[1:])} "  # _fail escapes the rest
         try:
             with Path(value[1:]).open("rb") as source:
                 data = source.read(MAX_JSON_FILE + 1)  # /dev/zero never ends

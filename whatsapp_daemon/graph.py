@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from .errors import GraphAPIError, TransportError
+from .messages import printable
 from .settings import Settings
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection
@@ -114,7 +115,7 @@ def _storable(value: Any) -> str:
     JSON may hold half an emoji (``"\\ud83d"``): stored or logged as is,
     it would fail the write and lose the error it describes.
     """
-    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(str(value))
 
 
 def _title(message: str) -> str:

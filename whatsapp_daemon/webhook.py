@@ -51,6 +51,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import deliveries, logs
 from .errors import ConfigError
+from .messages import printable
 from .queue import AsyncQueue
 from .settings import MIN_SECRET_LENGTH, Settings, env_key
 
@@ -356,7 +357,7 @@ def storable(payload: Any) -> Any:
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+            return printable(value)
         if isinstance(value, dict):
             return {clean(key): item for key, item in value.items()}
         if isinstance(value, list):
